@@ -1,0 +1,165 @@
+"""Find the profile's job or submit one, and wait until it runs.
+
+Warm path: one ``squeue``, no lock. Only when no usable job exists is the per-profile lock taken
+(so concurrent connections make one job), the queue checked again under it, and a job submitted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from . import jobscript, log, paths, slurm
+from .config import Profile
+from .errors import AllocationTimeout, JobEnded, SlurmError
+from .login import Login
+from .slurm import Job
+from .state import JobRecord, State
+
+FAST_POLLS = (0.25, 0.5, 0.75)  # then 1 s until FAST_PERIOD, then SLOW_POLL
+FAST_PERIOD = 10.0
+SLOW_POLL = 5.0
+LOCK_TIMEOUT = 900.0
+
+
+def poll_delays() -> Iterator[float]:
+    """Seconds between queue queries: quick at first (a job often starts within a second), then
+    at most one query per 5 s, as cluster admins ask."""
+    elapsed = 0.0
+    for d in FAST_POLLS:
+        elapsed += d
+        yield d
+    while elapsed < FAST_PERIOD:
+        elapsed += 1.0
+        yield 1.0
+    while True:
+        yield SLOW_POLL
+
+
+class Allocator:
+    def __init__(self, login: Login, profile: Profile, state: State,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.login = login
+        self.profile = profile
+        self.state = state
+        self.clock = clock
+        self.sleep = sleep
+        self.submitted: str | None = None  # job id this invocation submitted, if any
+
+    # -- Slurm commands --------------------------------------------------------------------
+    def query(self) -> Job | None:
+        """Our job for this profile, if Slurm still lists it (one squeue call)."""
+        argv = slurm.squeue_argv(names=[slurm.job_name(self.profile.name)])
+        res = self.login.run(argv)
+        if res.returncode != 0:
+            raise SlurmError("squeue", _detail(res.stderr))
+        jobs = [j for j in slurm.parse_squeue(res.stdout)
+                if j.ours and j.comment == self.comment and not j.ended]
+        if not jobs:
+            return None
+        record = self.state.job(self.profile.key)
+        recorded = [j for j in jobs if record and j.job_id == record.job_id]
+        # Prefer the one we recorded, then a running one, then the oldest.
+        jobs.sort(key=lambda j: (not recorded or j not in recorded, j.state != "RUNNING",
+                                 int(j.job_id.split("_")[0].split("+")[0])))
+        return jobs[0]
+
+    @property
+    def comment(self) -> str:
+        return f"{slurm.COMMENT}:{self.profile.key}"
+
+    def submit(self) -> str:
+        argv = slurm.sbatch_argv(self.profile.sbatch_options(), slurm.job_name(self.profile.name),
+                                 self.comment)
+        res = self.login.run(argv, stdin=jobscript.batch_script(self.profile))
+        if res.returncode != 0:
+            raise SlurmError("sbatch", _detail(res.stderr))
+        job_id = slurm.parse_sbatch(res.stdout)
+        self.submitted = job_id
+        self.state.record(JobRecord(job_id=job_id, profile=self.profile.key, submitted=time.time()))
+        log.info(f"submitted job {job_id} for profile {self.profile.name}")
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        res = self.login.run(slurm.scancel_argv([job_id]))
+        if res.returncode != 0:
+            log.error(f"scancel {job_id} failed: {_detail(res.stderr)}")
+        self.state.forget(self.profile.key, job_id)
+
+    # -- the whole dance -------------------------------------------------------------------
+    def ensure_running(self) -> Job:
+        job = self.query()
+        if job is None or not job.ready:
+            if job is None:
+                with self._lock():
+                    job = self.query()  # someone may have submitted while we waited for the lock
+                    if job is None:
+                        self.submit()
+            job = self.wait(job)
+        self._remember_node(job)
+        return job
+
+    def wait(self, job: Job | None) -> Job:
+        """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""
+        start = self.clock()
+        job_id = job.job_id if job else self.submitted or ""
+        shown = ""
+        delays = poll_delays()
+        while job is None or not job.ready:
+            if job is not None:
+                line = _progress(job)
+                if line != shown:
+                    log.info(line)
+                    shown = line
+            waited = self.clock() - start
+            if waited >= self.profile.pending_timeout:
+                cancelled = self.submitted == job_id
+                if cancelled:
+                    self.cancel(job_id)
+                raise AllocationTimeout(job_id, waited, job.reason if job else "unknown", cancelled)
+            self.sleep(next(delays))
+            job = self.query()
+            if job is None or job.job_id != job_id:
+                raise JobEnded(job_id, "no longer in the queue")
+        log.info(f"job {job.job_id} running on {job.node}")
+        return job
+
+    def _remember_node(self, job: Job) -> None:
+        """Record the job (a job found by its name and comment is adopted) and its node."""
+        rec = self.state.job(self.profile.key)
+        if rec and rec.job_id == job.job_id and rec.node == job.node:
+            return
+        submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
+        self.state.record(JobRecord(job.job_id, self.profile.key, submitted, job.node))
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        from filelock import FileLock, Timeout  # the warm path never needs it
+
+        lock_dir = paths.private_dir(self.state.dir / "locks")
+        lock = FileLock(str(lock_dir / f"{self.profile.key}.lock"), mode=0o600)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT, poll_interval=0.05)
+        except Timeout:
+            raise SlurmError("lock", f"another slurm-proxy held {lock.lock_file} for "
+                             f"{LOCK_TIMEOUT:.0f} s") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def _progress(job: Job) -> str:
+    line = f"job {job.job_id} {job.state.lower()}"
+    if job.reason:
+        line += f" ({job.reason})"
+    if job.state == "PENDING" and job.start:
+        line += f", expected start {job.start}"
+    return line
+
+
+def _detail(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no error message"

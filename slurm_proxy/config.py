@@ -1,0 +1,319 @@
+"""The TOML configuration: clusters and profiles as frozen dataclasses, validated with file:line.
+
+    prefix = "slurm-"            # optional: the alias prefix in ~/.ssh/config
+    [defaults]                   # optional: inherited by every profile
+    time = "8:00:00"
+    [clusters.hpc]
+    login = "hpc"                # an ssh destination; ~/.ssh/config applies to it
+    [profiles.gpu2]
+    cluster = "hpc"              # optional when there is one cluster
+    partition = "gpu"
+    gres = "gpu:2"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BadAlias, ConfigError, UnknownProfile
+from .slurm import parse_duration
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
+DEFAULT_PREFIX = "slurm-"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 64
+
+# sbatch options the tool owns: a profile may not set them through sbatch_args. sbatch accepts
+# any unambiguous prefix of a long option, so a prefix of one of these is refused too.
+OWNED_SBATCH_OPTIONS = (
+    "wrap", "job-name", "comment", "output", "error", "input", "parsable", "array", "wait",
+    "test-only", "uid", "gid", "export-file", "batch",
+)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    login: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    cluster: Cluster
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    constraint: str | None = None
+    gres: str | None = None
+    gpus: str | None = None
+    cpus: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    sbatch_args: tuple[str, ...] = ()
+    pending_timeout: int = 600  # seconds to wait for a queued job before giving up
+    idle_timeout: int = 1800  # seconds without an ssh session before the job ends; 0 = never
+    idle_check: int = 60  # seconds between idle checks in the job
+
+    @property
+    def key(self) -> str:
+        """Names this profile's job in the local state and its lock."""
+        return f"{self.cluster.name}.{self.name}"
+
+    def sbatch_options(self) -> list[str]:
+        opts = [f"--{flag}={value}" for flag, value in (
+            ("partition", self.partition), ("account", self.account), ("qos", self.qos),
+            ("reservation", self.reservation), ("constraint", self.constraint),
+            ("gres", self.gres), ("gpus", self.gpus), ("cpus-per-task", self.cpus),
+            ("mem", self.mem), ("time", self.time),
+        ) if value is not None]
+        return ["--nodes=1", "--ntasks=1", *opts, *self.sbatch_args]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    prefix: str
+    clusters: dict[str, Cluster]
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def profile_for_alias(self, alias: str) -> Profile:
+        name = profile_name(alias, self.prefix)
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise UnknownProfile(name, sorted(self.profiles), self.path) from None
+
+    def profile(self, name: str) -> Profile:
+        check_name(name, "profile name")
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise UnknownProfile(name, sorted(self.profiles), self.path) from None
+
+
+def profile_name(alias: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """``slurm-gpu2`` → ``gpu2``; anything that is not prefix + a plain name is refused."""
+    if not alias.startswith(prefix):
+        raise BadAlias(alias, f"expected {prefix}<profile>")
+    check_name(alias[len(prefix):], "profile name", alias)
+    return alias[len(prefix):]
+
+
+def check_name(name: str, what: str, shown: str | None = None) -> None:
+    shown = name if shown is None else shown
+    if not name:
+        raise BadAlias(shown, f"empty {what}")
+    if len(name) > MAX_NAME:
+        raise BadAlias(shown, f"{what} longer than {MAX_NAME} characters")
+    if not NAME_RE.fullmatch(name) or not name.isascii():
+        raise BadAlias(shown, f"{what} may hold only letters, digits, '_', '.', '-' "
+                              "and must start with a letter or digit")
+
+
+def config_path() -> Path:
+    env = os.environ.get("SLURM_PROXY_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    if os.name == "nt":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "slurm-proxy" / "config.toml"
+
+
+def load(path: Path | None = None) -> Config:
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "no configuration file (create one with `slurm-proxy init`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, f"cannot read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise ConfigError(path, f"invalid TOML: {msg}", int(m.group(1)) if m else None) from None
+    return _Reader(path, text).config(data)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_NO_CONTROL = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def _word(value: str) -> bool:
+    """A Slurm name or expression: printable, no spaces, not an option."""
+    return bool(_NO_CONTROL.fullmatch(value)) and " " not in value and not value.startswith("-")
+
+
+_VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
+    "partition": (str, _word, "a partition name"),
+    "account": (str, _word, "an account name"),
+    "qos": (str, _word, "a QOS name"),
+    "reservation": (str, _word, "a reservation name"),
+    "constraint": (str, _word, "a constraint expression"),
+    "gres": (str, lambda v: bool(re.fullmatch(r"[A-Za-z0-9_:,.()-]+", v)), "like gpu:2 or gpu:a100:1"),
+    "gpus": (str, lambda v: bool(re.fullmatch(r"[A-Za-z0-9_:]+", v)), "like 2 or a100:2"),
+    "cpus": (int, lambda v: 1 <= v <= 100_000, "a whole number from 1 to 100000"),
+    "mem": (str, lambda v: bool(re.fullmatch(r"\d{1,9}[KMGT]?", v)), "like 32G or 4000M"),
+    "time": (str, lambda v: _duration_ok(v, allow_zero=False), "a Slurm time like 8:00:00 or 1-00:00:00"),
+}
+_SECONDS = ("pending_timeout", "idle_timeout", "idle_check")
+
+
+def _duration_ok(value: str, allow_zero: bool) -> bool:
+    try:
+        seconds = parse_duration(value)
+    except Exception:
+        return False
+    return seconds is not None and (allow_zero or seconds > 0)
+
+
+def _sbatch_arg_problem(arg: str) -> str | None:
+    if not _NO_CONTROL.fullmatch(arg):
+        return "control characters are not allowed"
+    m = re.fullmatch(r"--([a-z][a-z0-9-]*)(=.*)?", arg, re.S)
+    if not m:
+        return "each entry must be one long option, --name or --name=value"
+    name = m.group(1)
+    for owned in OWNED_SBATCH_OPTIONS:
+        if owned.startswith(name):
+            return f"--{owned} is set by slurm-proxy itself"
+    return None
+
+
+class _Reader:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def error(self, problem: str, table: str | None = None, key: str | None = None) -> ConfigError:
+        return ConfigError(self.path, problem, self._line_of(table, key))
+
+    def _line_of(self, table: str | None, key: str | None) -> int | None:
+        """Best effort: the line of ``key`` inside ``[table]`` (or of the header itself)."""
+        in_table = table is None
+        found = None
+        for n, line in enumerate(self.lines, 1):
+            s = line.strip()
+            if s.startswith("["):
+                header = s.strip("[]").replace('"', "").replace("'", "").replace(" ", "")
+                in_table = table is not None and header == table
+                if in_table and key is None:
+                    return n
+                if in_table and found is None:
+                    found = n
+            elif in_table and key is not None and re.match(rf"{re.escape(key)}\s*=", s):
+                return n
+        return found
+
+    def table(self, data: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(f"{key} must be a table", where, key)
+        return value
+
+    def config(self, data: dict[str, Any]) -> Config:
+        for key in data:
+            if key not in ("prefix", "defaults", "clusters", "profiles"):
+                raise self.error(f"unknown key {key!r} (expected prefix, [defaults], "
+                                 "[clusters.NAME], [profiles.NAME])", None, key)
+        prefix = data.get("prefix", DEFAULT_PREFIX)
+        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,32}", prefix):
+            raise self.error("prefix must be a short string of letters, digits, '_', '.', '-'",
+                             None, "prefix")
+
+        clusters = {}
+        for name, body in self.table(data, "clusters").items():
+            where = f"clusters.{name}"
+            self.check_table_name(name, "cluster", where)
+            if not isinstance(body, dict):
+                raise self.error(f"[{where}] must be a table", where)
+            for key in body:
+                if key != "login":
+                    raise self.error(f"unknown key {key!r} in [{where}] (expected login)", where, key)
+            login = body.get("login")
+            if not isinstance(login, str) or not re.fullmatch(r"[A-Za-z0-9_.@:\[\]%+-]+", login) \
+                    or login.startswith("-"):
+                raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
+                                 "(a host name or ~/.ssh/config alias)", where, "login")
+            clusters[name] = Cluster(name=name, login=login)
+        if not clusters:
+            raise self.error("no [clusters.NAME] table with a login host")
+
+        defaults = self.profile_values(self.table(data, "defaults"), "defaults")
+        if "cluster" in defaults:
+            raise self.error("cluster belongs in a profile, not in [defaults]", "defaults", "cluster")
+        profiles = {}
+        for name, body in self.table(data, "profiles").items():
+            where = f"profiles.{name}"
+            self.check_table_name(name, "profile", where)
+            if not isinstance(body, dict):
+                raise self.error(f"[{where}] must be a table", where)
+            values = {**defaults, **self.profile_values(body, where)}
+            cluster_name = values.pop("cluster", None)
+            if cluster_name is None:
+                if len(clusters) > 1:
+                    raise self.error(f"[{where}] needs cluster = one of {', '.join(clusters)}", where)
+                cluster_name = next(iter(clusters))
+            if cluster_name not in clusters:
+                raise self.error(f"unknown cluster {cluster_name!r} (configured: "
+                                 f"{', '.join(clusters)})", where, "cluster")
+            profiles[name] = Profile(name=name, cluster=clusters[cluster_name], **values)
+        if not profiles:
+            raise self.error("no [profiles.NAME] table")
+        return Config(path=self.path, prefix=prefix, clusters=clusters, profiles=profiles)
+
+    def check_table_name(self, name: str, what: str, where: str) -> None:
+        if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME or not name.isascii():
+            raise self.error(f"{what} name {name!r} may hold only letters, digits, '_', '.', '-' "
+                             f"(at most {MAX_NAME}, starting with a letter or digit)", where)
+
+    def profile_values(self, body: dict[str, Any], where: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in body.items():
+            if key == "cluster":
+                if not isinstance(value, str):
+                    raise self.error("cluster must be a string", where, key)
+                out[key] = value
+            elif key in _VALUE_CHECKS:
+                typ, ok, expect = _VALUE_CHECKS[key]
+                if (typ is int and isinstance(value, bool)) or not isinstance(value, typ) or not ok(value):
+                    raise self.error(f"{key} = {value!r}: expected {expect}", where, key)
+                out[key] = value
+            elif key in _SECONDS:
+                out[key] = self.seconds(value, where, key)
+            elif key == "sbatch_args":
+                if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                    raise self.error("sbatch_args must be a list of strings", where, key)
+                for arg in value:
+                    problem = _sbatch_arg_problem(arg)
+                    if problem:
+                        raise self.error(f"sbatch_args entry {arg[:60]!r}: {problem}", where, key)
+                out[key] = tuple(value)
+            else:
+                known = ", ".join(["cluster", *_VALUE_CHECKS, *_SECONDS, "sbatch_args"])
+                raise self.error(f"unknown key {key!r} in [{where}] (known: {known})", where, key)
+        return out
+
+    def seconds(self, value: Any, where: str, key: str) -> int:
+        """Seconds as a whole number, or a Slurm time string ("30:00" is 30 minutes)."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 366 * 86400:
+            return value
+        if isinstance(value, str) and _duration_ok(value, allow_zero=True):
+            return parse_duration(value) or 0
+        raise self.error(f"{key} = {value!r}: expected seconds (a whole number >= 0) or a "
+                         "Slurm time like \"30:00\"", where, key)

@@ -1,0 +1,108 @@
+"""The connection to the login node: run a command there, or hand our stdio to a TCP hop.
+
+``login.py`` knows nothing of Slurm. ``OpenSSHLogin`` drives the system ``ssh`` client with
+automatic connection sharing, so the Slurm query and the final ``ssh -W`` hop ride one
+authenticated connection (one 2FA prompt).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from . import log, paths
+from .errors import LoginError
+
+CONTROL_PERSIST = "10m"
+
+
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Login(Protocol):
+    destination: str
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
+        """Run ``argv`` on the login node (never reading our stdin)."""
+
+    def forward_stdio(self, host: str, port: int) -> int:
+        """Join our stdin/stdout to ``host:port`` as seen from the login node."""
+
+
+def find_ssh() -> str:
+    ssh = os.environ.get("SLURM_PROXY_SSH") or shutil.which("ssh")
+    if not ssh:
+        raise LoginError("(any)", "no `ssh` client found on PATH (install OpenSSH)")
+    return ssh
+
+
+class OpenSSHLogin:
+    def __init__(self, destination: str, control_dir: Path | None = None) -> None:
+        self.destination = destination
+        self.ssh = find_ssh()
+        self.control_dir = control_dir or paths.home() / "cm"
+        self._options: list[str] | None = None
+
+    @property
+    def options(self) -> list[str]:
+        """Connection sharing options, unless the user's ssh config already sets a ControlPath."""
+        if self._options is None:
+            self._options = ["-o", "ClearAllForwardings=yes"]
+            if os.name != "nt" and not self._user_control_path():
+                paths.private_dir(self.control_dir)
+                self._options += [
+                    "-o", "ControlMaster=auto",
+                    "-o", f"ControlPath={self.control_dir}/%C",
+                    "-o", f"ControlPersist={CONTROL_PERSIST}",
+                ]
+        return self._options
+
+    def _user_control_path(self) -> bool:
+        try:
+            out = subprocess.run([self.ssh, "-G", "--", self.destination], stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise LoginError(self.destination, f"`ssh -G` failed: {e}") from None
+        for line in out.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "controlpath" and value not in ("", "none"):
+                log.debug(f"using the ControlPath from your ssh config: {value}")
+                return True
+        return False
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
+        cmd = [self.ssh, *self.options, "-T", "--", self.destination, shlex.join(argv)]
+        log.debug("run: " + shlex.join(cmd))
+        try:
+            proc = subprocess.run(
+                cmd, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True, text=True, errors="replace",
+            )
+        except OSError as e:
+            raise LoginError(self.destination, f"cannot run ssh: {e}") from None
+        if proc.returncode == 255:
+            raise LoginError(self.destination, _last_line(proc.stderr) or "ssh exited with 255")
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def forward_stdio(self, host: str, port: int) -> int:
+        cmd = [self.ssh, *self.options, "-W", f"{host}:{port}", "--", self.destination]
+        log.debug("exec: " + shlex.join(cmd))
+        sys.stdout.flush()
+        if os.name == "nt" or os.environ.get("SLURM_PROXY_NO_EXEC"):
+            # No exec that replaces the process on Windows: a child with our stdio instead.
+            return subprocess.call(cmd)
+        os.execv(self.ssh, cmd)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,96 @@
+"""What ``ssh slurm-<profile>`` runs: alias → profile → running job → stdio joined to its node.
+
+This is the hot path: it imports only what it needs (no click; filelock only to submit).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from . import config, hostkeys, log, paths
+from .allocate import Allocator
+from .errors import Interrupted, SlurmError, SlurmProxyError
+from .login import OpenSSHLogin
+from .state import State
+
+SSH_PORT = 22
+
+
+class _Signalled(BaseException):
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP/SIGINT (VS Code closing its window) become an exception while we wait."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Signalled(signal.Signals(signum).name)
+
+    names = ["SIGTERM", "SIGINT"] + (["SIGHUP"] if hasattr(signal, "SIGHUP") else [])
+    sigs = [getattr(signal, n) for n in names]
+    previous = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def allocator(alias: str, config_path: Path | None = None) -> Allocator:
+    cfg = config.load(config_path)
+    profile = cfg.profile_for_alias(alias)
+    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()))
+
+
+def connect(alias: str, config_path: Path | None = None) -> int:
+    alloc = allocator(alias, config_path)
+    try:
+        with _signals_raise():
+            job = alloc.ensure_running()
+    except _Signalled as s:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        job_id, cancelled = alloc.submitted, False
+        if job_id:
+            alloc.cancel(job_id)
+            cancelled = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Interrupted(s.signame, job_id, cancelled) from None
+    return alloc.login.forward_stdio(job.node, SSH_PORT)
+
+
+def known_hosts(alias: str, config_path: Path | None = None) -> int:
+    """Print the login node's host keys for the node ``alias`` last connected to."""
+    alloc = allocator(alias, config_path)
+    record = alloc.state.job(alloc.profile.key)
+    if record is None or not record.node:
+        log.debug(f"known-hosts: no node recorded for {alias}")
+        return 0
+    res = alloc.login.run(hostkeys.lookup_argv(record.node))
+    if res.returncode != 0:
+        raise SlurmError("host key lookup", res.stderr.strip() or f"exit {res.returncode}")
+    lines = hostkeys.relabel(res.stdout, alias)
+    if not lines:
+        log.error(f"the login node knows no host key for {record.node}; ssh will refuse it")
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+def run_reporting(func: Callable[..., int], *args: object) -> int:
+    """Run a core function; a domain error becomes one stderr line and its exit code."""
+    try:
+        return func(*args)
+    except SlurmProxyError as e:
+        log.error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130

@@ -1,0 +1,200 @@
+"""Slurm's side, as pure functions: command lines to run, and readers for what they print.
+
+Nothing here runs anything; ``allocate.py`` sends these argv lists through a ``Login``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import SlurmOutputError
+
+JOB_NAME_PREFIX = "slurm-proxy-"
+COMMENT = "slurm-proxy"
+
+# squeue fields, "|"-separated; the comment comes last because it is free text.
+_SQUEUE_FIELDS = ("%i", "%j", "%T", "%r", "%N", "%S", "%L", "%k")
+SQUEUE_FORMAT = "|".join(_SQUEUE_FIELDS)
+
+ACTIVE_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+     "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+)
+ENDED_STATES = frozenset(
+    {"COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+     "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "STOPPED", "REVOKED"}
+)
+# Reasons under which a RUNNING job's node is not usable yet.
+_NOT_READY_REASONS = frozenset({"Prolog", "NodeBoot"})
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    name: str
+    state: str
+    reason: str
+    nodes: tuple[str, ...]
+    start: str  # ISO time Slurm expects (or started) the job to start, or "" if unknown
+    time_left: int | None  # seconds; None for unlimited or unknown
+    comment: str
+
+    @property
+    def ready(self) -> bool:
+        """Running, on a node, with its prolog done: a session can land there now."""
+        return self.state == "RUNNING" and bool(self.nodes) and self.reason not in _NOT_READY_REASONS
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+    @property
+    def ours(self) -> bool:
+        """Named and commented by slurm-proxy (ownership also needs the local record)."""
+        return self.name.startswith(JOB_NAME_PREFIX) and self.comment.startswith(COMMENT)
+
+    @property
+    def node(self) -> str:
+        return self.nodes[0] if self.nodes else ""
+
+
+def job_name(profile: str) -> str:
+    return JOB_NAME_PREFIX + profile
+
+
+def squeue_argv(names: list[str] | None = None, job_id: str | None = None) -> list[str]:
+    """One squeue call for the user's own jobs of the given names (or one job by id)."""
+    argv = ["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
+    if names:
+        argv.append("--name=" + ",".join(names))
+    if job_id:
+        argv.append(f"--jobs={job_id}")
+    return argv
+
+
+def parse_squeue(output: str) -> list[Job]:
+    return [parse_squeue_line(line) for line in output.splitlines() if line.strip()]
+
+
+def parse_squeue_line(line: str) -> Job:
+    parts = line.rstrip("\n").split("|", len(_SQUEUE_FIELDS) - 1)
+    if len(parts) != len(_SQUEUE_FIELDS):
+        raise SlurmOutputError("squeue", line, f"expected {len(_SQUEUE_FIELDS)} fields")
+    job_id, name, state, reason, nodes, start, left, comment = (p.strip() for p in parts)
+    if not re.fullmatch(r"\d+(_\d+)?(\+\d+)?", job_id):
+        raise SlurmOutputError("squeue", line, "bad job id")
+    if not re.fullmatch(r"[A-Z_]+", state):
+        raise SlurmOutputError("squeue", line, "bad job state")
+    if state not in ACTIVE_STATES and state not in ENDED_STATES:
+        raise SlurmOutputError("squeue", line, f"unknown job state {state}")
+    return Job(
+        job_id=job_id,
+        name=name,
+        state=state,
+        reason="" if reason in ("None", "(null)") else reason,
+        nodes=tuple(expand_hostlist(nodes)) if nodes and nodes != "(null)" else (),
+        start="" if start in ("N/A", "(null)", "Unknown") else start,
+        time_left=parse_duration(left),
+        comment="" if comment == "(null)" else comment,
+    )
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """``gpu[01-03,07],login1`` → ``['gpu01', 'gpu02', 'gpu03', 'gpu07', 'login1']``."""
+    hosts: list[str] = []
+    for item in _split_top_level(hostlist):
+        hosts.extend(_expand_one(item, hostlist))
+    return hosts
+
+
+def _split_top_level(hostlist: str) -> list[str]:
+    items, depth, current = [], 0, ""
+    for ch in hostlist:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise SlurmOutputError("hostlist", hostlist, "unbalanced ]")
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    if depth:
+        raise SlurmOutputError("hostlist", hostlist, "unbalanced [")
+    items.append(current)
+    return [i for i in items if i]
+
+
+def _expand_one(item: str, whole: str) -> list[str]:
+    m = re.fullmatch(r"([^\[\]]*)\[([^\[\]]*)\](.*)", item)
+    if not m:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", item):
+            raise SlurmOutputError("hostlist", whole, f"bad host name {item!r}")
+        return [item]
+    prefix, ranges, rest = m.groups()
+    tails = _expand_one(rest, whole) if rest else [""]
+    out: list[str] = []
+    for r in ranges.split(","):
+        lo, sep, hi = r.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise SlurmOutputError("hostlist", whole, f"bad range {r!r}")
+        start, stop = int(lo), int(hi) if sep else int(lo)
+        if stop < start or stop - start > 100_000:
+            raise SlurmOutputError("hostlist", whole, f"bad range {r!r}")
+        for n in range(start, stop + 1):
+            out.extend(f"{prefix}{n:0{len(lo)}d}{tail}" for tail in tails)
+    return out
+
+
+def parse_duration(text: str) -> int | None:
+    """Slurm's ``[days-]hours:minutes:seconds`` (and shorter forms) in seconds.
+
+    ``UNLIMITED``, ``INVALID``, ``NOT_SET`` and ``N/A`` mean no known limit: None.
+    """
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INVALID", "NOT_SET", "N/A", "INFINITE", ""):
+        return None
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise SlurmOutputError("time", text, "not a Slurm time")
+    days, a, b, c = m.groups()
+    if days is not None:
+        # days-hours[:minutes[:seconds]]
+        h, mi, s = int(a), int(b or 0), int(c or 0)
+        return ((int(days) * 24 + h) * 60 + mi) * 60 + s
+    if c is not None:
+        return (int(a) * 60 + int(b)) * 60 + int(c)
+    if b is not None:
+        return int(a) * 60 + int(b)  # minutes:seconds
+    return int(a) * 60  # minutes
+
+
+def format_duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "unlimited"
+    days, rem = divmod(int(seconds), 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h:d}:{m:02d}:{s:02d}"
+
+
+def sbatch_argv(options: list[str], name: str, comment: str = COMMENT) -> list[str]:
+    """sbatch reading its script from stdin; ``options`` come from the validated profile."""
+    return ["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
+            "--output=/dev/null", "--error=/dev/null", *options]
+
+
+def parse_sbatch(output: str) -> str:
+    """``--parsable`` prints ``jobid[;cluster]``."""
+    line = output.strip().splitlines()[-1] if output.strip() else ""
+    job_id = line.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmOutputError("sbatch", output, "no job id")
+    return job_id
+
+
+def scancel_argv(job_ids: list[str]) -> list[str]:
+    return ["scancel", *job_ids]

@@ -1,0 +1,78 @@
+"""The ``Host`` block that sends ``slurm-*`` aliases through slurm-proxy, and installing it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from .login import find_ssh
+
+BEGIN = "# >>> slurm-proxy >>>"
+END = "# <<< slurm-proxy <<<"
+
+
+def self_command() -> list[str]:
+    """An absolute command line for this slurm-proxy (VS Code may run ssh with a minimal PATH)."""
+    script = Path(sys.argv[0])
+    if script.name.startswith("slurm-proxy") and script.is_file():
+        return [os.path.abspath(script)]
+    return [os.path.abspath(sys.executable), "-m", "slurm_proxy"]
+
+
+def openssh_version(ssh: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=10).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"OpenSSH_[^\d]*(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def supports_known_hosts_command(ssh: str | None = None) -> bool:
+    version = openssh_version(ssh or find_ssh())
+    return version is not None and version >= (8, 5)
+
+
+def host_block(prefix: str, command: list[str], known_hosts_command: bool) -> str:
+    cmd = shlex.join(command).replace("%", "%%")
+    lines = [
+        BEGIN,
+        f"Host {prefix}*",
+        f"    ProxyCommand {cmd} %h",
+    ]
+    if known_hosts_command:
+        # Each job may land on another node: ask the login node which keys that node has.
+        lines.append(f"    KnownHostsCommand {cmd} known-hosts %H")
+    lines += [
+        "    CheckHostIP no",
+        "    ServerAliveInterval 30",
+        "Match all",  # whatever follows in the file applies to every host again
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def install(block: str, path: Path) -> bool:
+    """Put ``block`` at the top of ``path`` (replacing an earlier one). False if unchanged."""
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    pattern = re.compile(rf"^{re.escape(BEGIN)}\n.*?^{re.escape(END)}\n?", re.M | re.S)
+    new = pattern.sub(lambda _: block, old, count=1) if pattern.search(old) else block + old
+    if new == old:
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if old:
+        backup = path.with_name(path.name + ".slurm-proxy.bak")
+        backup.write_text(old, encoding="utf-8")
+        os.chmod(backup, 0o600)
+    tmp = path.with_name(path.name + ".slurm-proxy.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return True

@@ -1,0 +1,111 @@
+"""The local record of jobs slurm-proxy submitted, and the node each alias last resolved to.
+
+One JSON file, 0600, replaced atomically. A corrupt file is set aside and rebuilt; a file that is
+a symlink or belongs to someone else is refused, never followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import log, paths
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    profile: str  # Profile.key: "<cluster>.<profile>"
+    submitted: float
+    node: str = ""
+
+
+class State:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.path = directory / "state.json"
+
+    # -- reading ---------------------------------------------------------------------------
+    def jobs(self) -> dict[str, JobRecord]:
+        """Profile key → the job we submitted for it."""
+        raw = self._read().get("jobs", {})
+        out = {}
+        for key, rec in raw.items() if isinstance(raw, dict) else ():
+            try:
+                out[key] = JobRecord(**rec)
+            except TypeError:
+                log.debug(f"state: dropping malformed record for {key}")
+        return out
+
+    def job(self, profile_key: str) -> JobRecord | None:
+        return self.jobs().get(profile_key)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise paths.UnsafePath(self.path, f"cannot open safely ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or (os.name != "nt" and st.st_uid != os.getuid()):
+                raise paths.UnsafePath(self.path, "not a regular file owned by you")
+            data = f.read()
+        try:
+            parsed = json.loads(data)
+            if not isinstance(parsed, dict) or parsed.get("version") != VERSION:
+                raise ValueError("unexpected layout")
+            return parsed
+        except ValueError:
+            aside = self.path.with_name(f"state.json.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            log.info(f"state file was corrupt; moved it to {aside} and starting afresh")
+            return {}
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        from filelock import FileLock  # only writers pay for the import
+
+        paths.private_dir(self.dir)
+        with FileLock(str(self.dir / "state.lock"), timeout=30, mode=0o600):
+            data = self._read()
+            data.setdefault("jobs", {})
+            yield data
+            data["version"] = VERSION
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def record(self, rec: JobRecord) -> None:
+        with self._locked() as data:
+            data["jobs"][rec.profile] = asdict(rec)
+
+    def forget(self, profile_key: str, job_id: str | None = None) -> None:
+        """Drop the record (only if it still names ``job_id``, when given)."""
+        with self._locked() as data:
+            rec = data["jobs"].get(profile_key)
+            if rec and (job_id is None or rec.get("job_id") == job_id):
+                del data["jobs"][profile_key]

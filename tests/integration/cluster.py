@@ -1,0 +1,78 @@
+"""Driving the loopback test cluster (contrib/testcluster) as its unprivileged user, sptest."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTCLUSTER = ROOT / "contrib" / "testcluster"
+USER = "sptest"
+HOME = Path("/home") / USER
+VENV = Path(os.environ.get("SP_TC_VENV", "/opt/slurm-proxy/venv"))
+PROXY = str(VENV / "bin" / "slurm-proxy")
+STATE = HOME / ".local" / "state" / "slurm-proxy"
+SSH = ["ssh", "-o", "BatchMode=yes"]
+
+
+def as_user(argv: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None,
+            timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """Run argv as sptest with a clean login-like environment (no root env leaks in)."""
+    base = {"HOME": str(HOME), "USER": USER, "LOGNAME": USER, "PATH": f"{VENV}/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8"}
+    base.update(env or {})
+    cmd = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=check)
+
+
+def sh(script: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return as_user(["sh", "-c", script], **kw)  # type: ignore[arg-type]
+
+
+def text(proc: subprocess.CompletedProcess[bytes]) -> str:
+    return proc.stdout.decode(errors="replace")
+
+
+def err(proc: subprocess.CompletedProcess[bytes]) -> str:
+    return proc.stderr.decode(errors="replace")
+
+
+def jobs(name: str | None = None) -> list[tuple[str, str, str, str]]:
+    """sptest's jobs as (id, name, state, nodes)."""
+    argv = ["squeue", "--me", "--noheader", "--format=%i|%j|%T|%N"]
+    if name:
+        argv.append(f"--name={name}")
+    out = text(as_user(argv, check=True))
+    return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def cancel_all() -> None:
+    """Cancel every sptest job and wait until the queue is empty."""
+    as_user(["scancel", "--user", USER])
+    deadline = time.monotonic() + 60
+    while jobs() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not jobs(), f"jobs would not go away: {jobs()}"
+
+
+def reset_state() -> None:
+    sh(f"rm -f {shlex.quote(str(STATE / 'state.json'))}", check=True)
+
+
+def wait_state(job_id: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [j for j in jobs() if j[0] == job_id]
+        if found and found[0][2] == state:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never reached {state}: {jobs()}")
+
+
+def write_config(path: Path, body: str) -> None:
+    """A file sptest can read."""
+    path.write_text(body)
+    os.chmod(path, 0o644)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_is_up() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests run as root (they act as the test user sptest): "
+                    "use the README's test command")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail("the loopback test cluster is not running: start it with contrib/testcluster/up")
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    """No sptest job and no slurm-proxy state before and after the test."""
+    cluster.cancel_all()
+    cluster.reset_state()
+    yield
+    cluster.cancel_all()
+    cluster.reset_state()
+
+
+@pytest.fixture
+def user_tmp() -> Iterator[Path]:
+    """A directory sptest may read and write (pytest's own tmp_path is root's, 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="sp-test-", dir="/tmp"))
+    shutil.chown(d, cluster.USER, cluster.USER)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""`ssh slurm-<profile>` through the real ssh client, the real login sshd, Slurm and the node's
+pam_slurm_adopt, as the unprivileged user."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+from .cluster import PROXY, SSH, as_user, err, jobs, text
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+
+def test_lands_on_a_compute_node_inside_the_job() -> None:
+    proc = as_user([*SSH, "slurm-debug", 'echo $((6*7)); echo "$SSH_CONNECTION"; cat /proc/self/cgroup'])
+    assert proc.returncode == 0, err(proc)
+    lines = text(proc).splitlines()
+    assert lines[0] == "42"
+    (job_id, name, state, node), = jobs("slurm-proxy-debug")
+    assert state == "RUNNING"
+    # the node's own sshd answered (127.0.1.N), and pam_slurm_adopt adopted us into the job
+    assert lines[1].split()[2] == {"node1": "127.0.1.1", "node2": "127.0.1.2"}[node]
+    assert any(f"job_{job_id}/step_extern" in ln for ln in lines[2:]), lines
+    assert "submitted job" in err(proc) and f"running on {node}" in err(proc)
+
+
+def test_second_connect_reuses_the_job() -> None:
+    first = as_user([*SSH, "slurm-debug", "true"])
+    assert first.returncode == 0, err(first)
+    (job_id, *_), = jobs()
+    second = as_user([*SSH, "slurm-debug", "true"])
+    assert second.returncode == 0, err(second)
+    assert [j[0] for j in jobs()] == [job_id]
+    assert "submitted" not in err(second)
+
+
+def test_concurrent_cold_connects_make_one_job() -> None:
+    with ThreadPoolExecutor(8) as pool:
+        procs = list(pool.map(lambda _: as_user([*SSH, "slurm-gpu1", "true"]), range(8)))
+    assert [p.returncode for p in procs] == [0] * 8, [err(p) for p in procs if p.returncode]
+    assert len(jobs("slurm-proxy-gpu1")) == 1
+    assert sum("submitted job" in err(p) for p in procs) == 1
+
+
+def test_scp_and_sftp(user_tmp: Path) -> None:
+    src = user_tmp / "payload.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    os.chmod(src, 0o644)
+    back = user_tmp / "back.bin"
+    up = as_user(["scp", "-q", "-o", "BatchMode=yes", str(src), "slurm-debug:payload.remote"])
+    assert up.returncode == 0, err(up)
+    down = as_user(["scp", "-q", "-o", "BatchMode=yes", "slurm-debug:payload.remote", str(back)])
+    assert down.returncode == 0, err(down)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    sftp = as_user(["sftp", "-q", "-o", "BatchMode=yes", "-b", "-", "slurm-debug"],
+                   input=b"ls payload.remote\nrm payload.remote\n")
+    assert sftp.returncode == 0, err(sftp)
+    assert "payload.remote" in text(sftp)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_stdout_carries_only_tunnel_bytes(warm: bool) -> None:
+    """Run the ProxyCommand by hand, chatty (-v): the first byte on stdout is the node's banner."""
+    if warm:
+        assert as_user([*SSH, "slurm-debug", "true"]).returncode == 0
+    proc = as_user([PROXY, "-v", "slurm-debug"], input=b"")
+    assert text(proc).startswith("SSH-2.0-OpenSSH"), (proc.stdout[:200], err(proc))
+    assert "slurm-proxy:" in err(proc)  # the chatter went to stderr
+
+
+def test_unknown_profile_is_one_clear_line() -> None:
+    proc = as_user([*SSH, "slurm-nope", "true"])
+    assert proc.returncode == 255
+    assert "unknown profile 'nope'" in err(proc) and "debug, gpu1, gpu2" in err(proc)
+    assert "Traceback" not in err(proc)
+
+
+def test_malformed_config_names_file_and_line(user_tmp: Path) -> None:
+    bad = user_tmp / "bad.toml"
+    cluster.write_config(bad, '[clusters.test]\nlogin = "testlogin"\n[profiles.debug\ncpus = 1\n')
+    proc = as_user([*SSH, "slurm-debug", "true"], env={"SLURM_PROXY_CONFIG": str(bad)})
+    assert proc.returncode == 255
+    assert f"{bad}:3: invalid TOML" in err(proc), err(proc)
+    assert "Traceback" not in err(proc)
+
+
+def test_unreachable_login_node(user_tmp: Path) -> None:
+    cfg = user_tmp / "down.toml"
+    # nothing listens on 127.0.0.9:22
+    cluster.write_config(cfg, '[clusters.gone]\nlogin = "127.0.0.9"\n[profiles.debug]\ncpus = 1\n')
+    proc = as_user([*SSH, "slurm-debug", "true"], env={"SLURM_PROXY_CONFIG": str(cfg)})
+    assert proc.returncode == 255
+    assert "cannot reach login node '127.0.0.9'" in err(proc), err(proc)
+    assert "Traceback" not in err(proc)
+
+
+@pytest.mark.parametrize(("value", "refused_by"), [
+    ("x;touch${IFS}%s;$(touch${IFS}%s)", "sbatch"),  # one word: quoted through, sbatch says no
+    ("x; touch %s", "config"),  # not a partition name at all: refused before anything runs
+])
+def test_shell_metacharacters_never_run(user_tmp: Path, value: str, refused_by: str) -> None:
+    pwned = Path("/tmp/pwned-slurm-proxy")
+    pwned.unlink(missing_ok=True)
+    cfg = user_tmp / "evil.toml"
+    cluster.write_config(cfg, '[clusters.test]\nlogin = "testlogin"\n'
+                              f'[profiles.debug]\npartition = "{value}"\n'.replace("%s", str(pwned)))
+    proc = as_user([*SSH, "slurm-debug", "true"], env={"SLURM_PROXY_CONFIG": str(cfg)})
+    assert proc.returncode == 255
+    if refused_by == "sbatch":
+        assert "sbatch failed" in err(proc) and "invalid partition" in err(proc).lower(), err(proc)
+    else:
+        assert f"{cfg}:4: partition = " in err(proc), err(proc)
+    assert not pwned.exists()
+    assert not jobs()
+
+
+def test_ssh_config_install_is_idempotent(user_tmp: Path) -> None:
+    cfg = user_tmp / "ssh_config"
+    cluster.write_config(cfg, "Host other\n    User someone\n")
+    for _ in range(2):
+        proc = as_user([PROXY, "ssh-config", "--install", "--file", str(cfg)])
+        assert proc.returncode == 0, err(proc)
+    content = cfg.read_text()
+    assert content.count("# >>> slurm-proxy >>>") == 1
+    assert f"ProxyCommand {PROXY} %h" in content
+    assert content.endswith("Host other\n    User someone\n")
+    shown = subprocess.run(["ssh", "-G", "-F", str(cfg), "slurm-gpu2"], capture_output=True,
+                           text=True, check=True).stdout
+    assert f"proxycommand {PROXY} %h" in shown
