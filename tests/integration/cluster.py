@@ -58,6 +58,11 @@ def cancel_all() -> None:
     assert not jobs(), f"jobs would not go away: {jobs()}"
 
 
+def control_sockets() -> list[str]:
+    out = text(sh(f"ls {shlex.quote(str(STATE / 'cm'))} 2>/dev/null"))
+    return [str(STATE / "cm" / name) for name in out.split()]
+
+
 def reset_state() -> None:
     sh(f"rm -f {shlex.quote(str(STATE / 'state.json'))}", check=True)
 

@@ -19,13 +19,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _cluster_is_up() -> None:
+def _cluster_is_up() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.fail("integration tests run as root (they act as the test user sptest): "
                     "use the README's test command")
     proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail("the loopback test cluster is not running: start it with contrib/testcluster/up")
+    yield
+    # Close the ssh control masters the tests caused, so nothing is left running.
+    for sock in cluster.control_sockets():
+        cluster.as_user(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"])
 
 
 @pytest.fixture
