@@ -22,7 +22,7 @@ def test_lands_on_a_compute_node_inside_the_job() -> None:
     assert proc.returncode == 0, err(proc)
     lines = text(proc).splitlines()
     assert lines[0] == "42"
-    (job_id, name, state, node), = jobs("slurm-proxy-debug")
+    (job_id, _name, state, node), = jobs("slurm-proxy-debug")
     assert state == "RUNNING"
     # the node's own sshd answered (127.0.1.N), and pam_slurm_adopt adopted us into the job
     assert lines[1].split()[2] == {"node1": "127.0.1.1", "node2": "127.0.1.2"}[node]
