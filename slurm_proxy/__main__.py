@@ -1,11 +1,11 @@
-"""Entry point. ``slurm-proxy ALIAS`` and ``slurm-proxy known-hosts ALIAS`` are what ssh runs on
-every connection: they take a lean path that never imports click."""
+"""Entry point. ``slurm-proxy ALIAS`` is what ssh runs on every connection: it takes a lean path
+that never imports click."""
 
 from __future__ import annotations
 
 import sys
 
-HOT_COMMANDS = ("connect", "known-hosts")
+HOT_COMMANDS = ("connect",)
 # Every other click command: a bare word that is one of these is never taken for an alias.
 CLI_COMMANDS = ("ssh-config",)
 
@@ -16,28 +16,27 @@ def main(argv: list[str] | None = None) -> int:
     if hot is not None:
         from . import log, proxy
 
-        command, alias, verbosity = hot
+        alias, verbosity = hot
         log.verbosity = verbosity
-        func = proxy.known_hosts if command == "known-hosts" else proxy.connect
-        return proxy.run_reporting(func, alias)
+        return proxy.run_reporting(proxy.connect, alias)
     from .cli import cli
 
     return cli.main(args=args, prog_name="slurm-proxy")
 
 
-def _hot_path(args: list[str]) -> tuple[str, str, int] | None:
-    """``[-v|-q] [connect|known-hosts] ALIAS`` → (command, alias, verbosity); else None."""
+def _hot_path(args: list[str]) -> tuple[str, int] | None:
+    """``[-v|-q] [connect] ALIAS`` → (alias, verbosity); else None."""
     verbosity = 0
     while args and args[0] in ("-v", "--verbose", "-q", "--quiet"):
         verbosity = 1 if args[0] in ("-v", "--verbose") else -1
         args = args[1:]
     if args and args[0] in HOT_COMMANDS:
-        command, args = args[0], args[1:]
-    else:
-        command = "connect"
-    if len(args) != 1 or args[0].startswith("-") or (command == "connect" and args[0] in CLI_COMMANDS):
+        args = args[1:]
+    elif args and args[0] in CLI_COMMANDS:
         return None
-    return command, args[0], verbosity
+    if len(args) != 1 or args[0].startswith("-"):
+        return None
+    return args[0], verbosity
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from . import jobscript, log, paths, slurm
+from . import hostkeys, jobscript, log, paths, slurm
 from .config import Profile
 from .errors import AllocationTimeout, JobEnded, SlurmError
 from .login import Login
@@ -38,11 +38,12 @@ def poll_delays() -> Iterator[float]:
 
 
 class Allocator:
-    def __init__(self, login: Login, profile: Profile, state: State,
+    def __init__(self, login: Login, profile: Profile, state: State, alias: str = "",
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.login = login
         self.profile = profile
+        self.alias = alias or profile.name
         self.state = state
         self.clock = clock
         self.sleep = sleep
@@ -127,12 +128,22 @@ class Allocator:
         return job
 
     def _remember_node(self, job: Job) -> None:
-        """Record the job (a job found by its name and comment is adopted) and its node."""
+        """Record the job (a job found by its name and comment is adopted), its node, and the
+        host keys the login node trusts for that node: fetched once per job and node."""
         rec = self.state.job(self.profile.key)
-        if rec and rec.job_id == job.job_id and rec.node == job.node:
+        if rec and (rec.job_id, rec.node, rec.alias) == (job.job_id, job.node, self.alias):
             return
         submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
-        self.state.record(JobRecord(job.job_id, self.profile.key, submitted, job.node))
+        self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
+                                    self.host_keys(job.node)))
+
+    def host_keys(self, node: str) -> tuple[str, ...]:
+        res = self.login.run(hostkeys.lookup_argv(node))
+        keys = tuple(hostkeys.parse(res.stdout)) if res.returncode == 0 else ()
+        if not keys:
+            log.info(f"the login node knows no host key for {node}: ssh will ask you to confirm "
+                     "the key it presents")
+        return keys
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__, config, log, proxy, sshconfig
+from . import __version__, config, log, paths, proxy, sshconfig
 from .errors import SlurmProxyError
+from .state import State
 
 
 def _run(func: Callable[..., int], *args: object) -> None:
@@ -45,13 +46,6 @@ def connect(alias: str) -> None:
     _run(proxy.connect, alias)
 
 
-@cli.command("known-hosts")
-@click.argument("alias")
-def known_hosts(alias: str) -> None:
-    """Print the host keys the login node knows for ALIAS's node (ssh's KnownHostsCommand)."""
-    _run(proxy.known_hosts, alias)
-
-
 @cli.command("ssh-config")
 @click.option("--install", is_flag=True, help="Write the block into ~/.ssh/config (backup kept).")
 @click.option("--file", "path", type=click.Path(path_type=Path), default=Path.home() / ".ssh" / "config",
@@ -63,11 +57,7 @@ def ssh_config(install: bool, path: Path) -> None:
             prefix = config.load().prefix
         except SlurmProxyError:
             prefix = config.DEFAULT_PREFIX
-        khc = sshconfig.supports_known_hosts_command()
-        if not khc:
-            log.info("this ssh is older than OpenSSH 8.5: no KnownHostsCommand, so node host keys "
-                     "cannot be checked per job (see README, Security model)")
-        block = sshconfig.host_block(prefix, sshconfig.self_command(), khc)
+        block = sshconfig.host_block(prefix, sshconfig.self_command(), State(paths.home()).known_hosts)
         if not install:
             click.echo(block, nl=False)
         elif sshconfig.install(block, path):

@@ -1,4 +1,4 @@
-"""The TOML configuration: clusters and profiles as frozen dataclasses, validated with file:line.
+"""The TOML configuration: clusters and profiles as immutable records, validated with file:line.
 
     prefix = "slurm-"            # optional: the alias prefix in ~/.ssh/config
     [defaults]                   # optional: inherited by every profile
@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .errors import BadAlias, ConfigError, UnknownProfile
 from .slurm import parse_duration
@@ -40,14 +39,12 @@ OWNED_SBATCH_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Cluster:
+class Cluster(NamedTuple):
     name: str
     login: str
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     name: str
     cluster: Cluster
     partition: str | None = None
@@ -80,12 +77,11 @@ class Profile:
         return ["--nodes=1", "--ntasks=1", *opts, *self.sbatch_args]
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: Path
     prefix: str
     clusters: dict[str, Cluster]
-    profiles: dict[str, Profile] = field(default_factory=dict)
+    profiles: dict[str, Profile]
 
     def profile_for_alias(self, alias: str) -> Profile:
         name = profile_name(alias, self.prefix)

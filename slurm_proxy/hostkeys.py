@@ -1,8 +1,9 @@
 """Host keys of compute nodes, as the login node knows them.
 
-``ssh slurm-gpu2`` lands on whichever node the job got, so a fixed known_hosts line cannot
-verify it. ssh's ``KnownHostsCommand`` asks ``slurm-proxy known-hosts %H`` instead, which prints
-the keys the login node trusts for the current node, relabelled with the alias.
+``ssh slurm-gpu2`` lands on whichever node the job got, so no fixed known_hosts line can verify
+it. When an alias resolves to a new node, slurm-proxy asks the login node which keys it trusts
+for that node and lists them under the alias in its own known_hosts file, which the Host block
+gives ssh as ``UserKnownHostsFile``: a node presenting any other key is refused.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ def lookup_argv(node: str) -> list[str]:
     return ["sh", "-c", script + "; exit 0", "sh", node]
 
 
-def relabel(output: str, alias: str) -> list[str]:
-    """``node1 ssh-ed25519 AAAA…`` → ``slurm-gpu2 ssh-ed25519 AAAA…``; comments dropped."""
-    lines = []
+def parse(output: str) -> list[str]:
+    """``ssh-keygen -F`` output → ``["ssh-ed25519 AAAA…", …]`` (comments, markers and
+    certificate authorities dropped; duplicates once)."""
+    keys = []
     for line in output.splitlines():
         words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        if words[0].startswith("@"):  # @cert-authority / @revoked marker, then the host field
-            if len(words) >= 4:
-                lines.append(" ".join([words[0], alias, *words[2:4]]))
-        elif len(words) >= 3:
-            lines.append(" ".join([alias, *words[1:3]]))
-    return list(dict.fromkeys(lines))
+        if len(words) >= 3 and not words[0].startswith(("#", "@")):
+            keys.append(f"{words[1]} {words[2]}")
+    return list(dict.fromkeys(keys))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -39,10 +38,17 @@ class Login(Protocol):
 
 
 def find_ssh() -> str:
-    ssh = os.environ.get("SLURM_PROXY_SSH") or shutil.which("ssh")
-    if not ssh:
-        raise LoginError("(any)", "no `ssh` client found on PATH (install OpenSSH)")
-    return ssh
+    """``$SLURM_PROXY_SSH``, else the first ``ssh`` on PATH (without importing shutil)."""
+    ssh = os.environ.get("SLURM_PROXY_SSH")
+    if ssh:
+        return ssh
+    names = ["ssh.exe", "ssh"] if os.name == "nt" else ["ssh"]
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        for name in names:
+            candidate = os.path.join(d, name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    raise LoginError("(any)", "no `ssh` client found on PATH (install OpenSSH)")
 
 
 class OpenSSHLogin:

@@ -6,15 +6,14 @@ This is the hot path: it imports only what it needs (no click; filelock only to 
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from . import config, hostkeys, log, paths
+from . import config, log, paths
 from .allocate import Allocator
-from .errors import Interrupted, SlurmError, SlurmProxyError
+from .errors import Interrupted, SlurmProxyError
 from .login import OpenSSHLogin
 from .state import State
 
@@ -46,7 +45,7 @@ def _signals_raise() -> Iterator[None]:
 def allocator(alias: str, config_path: Path | None = None) -> Allocator:
     cfg = config.load(config_path)
     profile = cfg.profile_for_alias(alias)
-    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()))
+    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()), alias)
 
 
 def connect(alias: str, config_path: Path | None = None) -> int:
@@ -65,23 +64,6 @@ def connect(alias: str, config_path: Path | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Interrupted(s.signame, job_id, cancelled) from None
     return alloc.login.forward_stdio(job.node, SSH_PORT)
-
-
-def known_hosts(alias: str, config_path: Path | None = None) -> int:
-    """Print the login node's host keys for the node ``alias`` last connected to."""
-    alloc = allocator(alias, config_path)
-    record = alloc.state.job(alloc.profile.key)
-    if record is None or not record.node:
-        log.debug(f"known-hosts: no node recorded for {alias}")
-        return 0
-    res = alloc.login.run(hostkeys.lookup_argv(record.node))
-    if res.returncode != 0:
-        raise SlurmError("host key lookup", res.stderr.strip() or f"exit {res.returncode}")
-    lines = hostkeys.relabel(res.stdout, alias)
-    if not lines:
-        log.error(f"the login node knows no host key for {record.node}; ssh will refuse it")
-    sys.stdout.write("".join(line + "\n" for line in lines))
-    return 0
 
 
 def run_reporting(func: Callable[..., int], *args: object) -> int:

@@ -6,7 +6,7 @@ Nothing here runs anything; ``allocate.py`` sends these argv lists through a ``L
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import SlurmOutputError
 
@@ -29,8 +29,7 @@ ENDED_STATES = frozenset(
 _NOT_READY_REASONS = frozenset({"Prolog", "NodeBoot"})
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     job_id: str
     name: str
     state: str
@@ -64,8 +63,10 @@ def job_name(profile: str) -> str:
 
 
 def squeue_argv(names: list[str] | None = None, job_id: str | None = None) -> list[str]:
-    """One squeue call for the user's own jobs of the given names (or one job by id)."""
-    argv = ["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
+    """One squeue call for the user's own jobs of the given names (or one job by id).
+
+    ``--local`` spares slurmctld the federation lookup: jobs are submitted on this cluster."""
+    argv = ["squeue", "--me", "--local", "--noheader", f"--format={SQUEUE_FORMAT}"]
     if names:
         argv.append("--name=" + ",".join(names))
     if job_id:

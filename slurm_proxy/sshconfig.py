@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
-
-from .login import find_ssh
 
 BEGIN = "# >>> slurm-proxy >>>"
 END = "# <<< slurm-proxy <<<"
@@ -23,37 +20,20 @@ def self_command() -> list[str]:
     return [os.path.abspath(sys.executable), "-m", "slurm_proxy"]
 
 
-def openssh_version(ssh: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=10).stderr
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r"OpenSSH_[^\d]*(\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def supports_known_hosts_command(ssh: str | None = None) -> bool:
-    version = openssh_version(ssh or find_ssh())
-    return version is not None and version >= (8, 5)
-
-
-def host_block(prefix: str, command: list[str], known_hosts_command: bool) -> str:
+def host_block(prefix: str, command: list[str], known_hosts: Path) -> str:
     cmd = shlex.join(command).replace("%", "%%")
-    lines = [
+    return "\n".join([
         BEGIN,
         f"Host {prefix}*",
         f"    ProxyCommand {cmd} %h",
-    ]
-    if known_hosts_command:
-        # Each job may land on another node: ask the login node which keys that node has.
-        lines.append(f"    KnownHostsCommand {cmd} known-hosts %H")
-    lines += [
+        # Each job may land on another node: slurm-proxy keeps this file listing, under the alias,
+        # the keys the login node trusts for the job's current node.
+        f'    UserKnownHostsFile "{str(known_hosts).replace("%", "%%")}"',
         "    CheckHostIP no",
         "    ServerAliveInterval 30",
         "Match all",  # whatever follows in the file applies to every host again
         END,
-    ]
-    return "\n".join(lines) + "\n"
+    ]) + "\n"
 
 
 def install(block: str, path: Path) -> bool:

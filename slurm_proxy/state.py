@@ -1,7 +1,10 @@
-"""The local record of jobs slurm-proxy submitted, and the node each alias last resolved to.
+"""The local record of jobs slurm-proxy submitted, the node each alias resolved to and that
+node's host keys.
 
 One JSON file, 0600, replaced atomically. A corrupt file is set aside and rebuilt; a file that is
-a symlink or belongs to someone else is refused, never followed.
+a symlink or belongs to someone else is refused, never followed. Beside it, ``known_hosts`` holds
+``<alias> <key>`` lines for ssh (the Host block names it as ``UserKnownHostsFile``), rewritten from
+the records whenever they change.
 """
 
 from __future__ import annotations
@@ -9,31 +12,31 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import log, paths
 
 VERSION = 1
 
 
-@dataclass(frozen=True)
-class JobRecord:
+class JobRecord(NamedTuple):
     job_id: str
     profile: str  # Profile.key: "<cluster>.<profile>"
     submitted: float
+    alias: str = ""
     node: str = ""
+    host_keys: tuple[str, ...] = ()  # "<type> <base64>" the login node trusts for node
 
 
 class State:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / "state.json"
+        self.known_hosts = directory / "known_hosts"
 
     # -- reading ---------------------------------------------------------------------------
     def jobs(self) -> dict[str, JobRecord]:
@@ -42,7 +45,7 @@ class State:
         out = {}
         for key, rec in raw.items() if isinstance(raw, dict) else ():
             try:
-                out[key] = JobRecord(**rec)
+                out[key] = JobRecord(**{**rec, "host_keys": tuple(rec.get("host_keys", ()))})
             except TypeError:
                 log.debug(f"state: dropping malformed record for {key}")
         return out
@@ -84,24 +87,31 @@ class State:
             data.setdefault("jobs", {})
             yield data
             data["version"] = VERSION
-            self._write(data)
+            lines = [f"{rec['alias']} {key}\n" for rec in data["jobs"].values()
+                     if isinstance(rec, dict) and rec.get("alias")
+                     for key in rec.get("host_keys", ())]
+            self._write(self.known_hosts, "".join(lines))
+            self._write(self.path, json.dumps(data, indent=1, sort_keys=True))
 
-    def _write(self, data: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".tmp")
+    def _write(self, path: Path, text: str) -> None:
+        """Replace ``path`` atomically with a 0600 file."""
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
 
     def record(self, rec: JobRecord) -> None:
         with self._locked() as data:
-            data["jobs"][rec.profile] = asdict(rec)
+            data["jobs"][rec.profile] = rec._asdict()
 
     def forget(self, profile_key: str, job_id: str | None = None) -> None:
         """Drop the record (only if it still names ``job_id``, when given)."""
