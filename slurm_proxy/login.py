@@ -7,6 +7,7 @@ authenticated connection (one 2FA prompt).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -19,6 +20,7 @@ from . import log, paths
 from .errors import LoginError
 
 CONTROL_PERSIST = "10m"
+SSH_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config", "/etc/ssh/ssh_config.d")
 
 
 class Result(NamedTuple):
@@ -63,16 +65,37 @@ class OpenSSHLogin:
         """Connection sharing options, unless the user's ssh config already sets a ControlPath."""
         if self._options is None:
             self._options = ["-o", "ClearAllForwardings=yes"]
-            if os.name != "nt" and not self._user_control_path():
+            if os.name != "nt":  # Windows' OpenSSH has no connection sharing
                 paths.private_dir(self.control_dir)
-                self._options += [
-                    "-o", "ControlMaster=auto",
-                    "-o", f"ControlPath={self.control_dir}/%C",
-                    "-o", f"ControlPersist={CONTROL_PERSIST}",
-                ]
+                if not self._user_control_path():
+                    self._options += [
+                        "-o", "ControlMaster=auto",
+                        "-o", f"ControlPath={self.control_dir}/%C",
+                        "-o", f"ControlPersist={CONTROL_PERSIST}",
+                    ]
         return self._options
 
     def _user_control_path(self) -> bool:
+        """Does the user's ssh config set a ControlPath for the login host? ``ssh -G`` knows; its
+        answer is kept, keyed by the ssh config files' times, so warm connects skip it."""
+        stamp = [_mtime(p) for p in SSH_CONFIG_FILES]
+        cache = self.control_dir / "user-controlpath.json"
+        try:
+            known = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            known = {}
+        entry = known.get(self.destination) if isinstance(known, dict) else None
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp:
+            return bool(entry[1])
+        answer = self._ask_ssh_g()
+        known = known if isinstance(known, dict) else {}
+        known[self.destination] = [stamp, answer]
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, cache)
+        return answer
+
+    def _ask_ssh_g(self) -> bool:
         try:
             out = subprocess.run([self.ssh, "-G", "--", self.destination], stdin=subprocess.DEVNULL,
                                  capture_output=True, text=True, timeout=10)
@@ -107,6 +130,13 @@ class OpenSSHLogin:
             # No exec that replaces the process on Windows: a child with our stdio instead.
             return subprocess.call(cmd)
         os.execv(self.ssh, cmd)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(os.path.expanduser(path)).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _last_line(text: str) -> str:
