@@ -39,11 +39,13 @@ def poll_delays() -> Iterator[float]:
 
 class Allocator:
     def __init__(self, login: Login, profile: Profile, state: State, alias: str = "",
+                 report: Callable[[Job, float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.login = login
         self.profile = profile
         self.alias = alias or profile.name
+        self.report = report or ChangeReporter()
         self.state = state
         self.clock = clock
         self.sleep = sleep
@@ -52,28 +54,11 @@ class Allocator:
     # -- Slurm commands --------------------------------------------------------------------
     def query(self) -> Job | None:
         """Our job for this profile, if Slurm still lists it (one squeue call)."""
-        argv = slurm.squeue_argv(names=[slurm.job_name(self.profile.name)])
-        res = self.login.run(argv)
-        if res.returncode != 0:
-            raise SlurmError("squeue", _detail(res.stderr))
-        jobs = [j for j in slurm.parse_squeue(res.stdout)
-                if j.ours and j.comment == self.comment and not j.ended]
-        if not jobs:
-            return None
-        record = self.state.job(self.profile.key)
-        recorded = [j for j in jobs if record and j.job_id == record.job_id]
-        # Prefer the one we recorded, then a running one, then the oldest.
-        jobs.sort(key=lambda j: (not recorded or j not in recorded, j.state != "RUNNING",
-                                 int(j.job_id.split("_")[0].split("+")[0])))
-        return jobs[0]
-
-    @property
-    def comment(self) -> str:
-        return f"{slurm.COMMENT}:{self.profile.key}"
+        return owned_jobs(self.login, [self.profile], self.state).get(self.profile.key)
 
     def submit(self) -> str:
         argv = slurm.sbatch_argv(self.profile.sbatch_options(), slurm.job_name(self.profile.name),
-                                 self.comment)
+                                 slurm.job_comment(self.profile.key))
         res = self.login.run(argv, stdin=jobscript.batch_script(self.profile))
         if res.returncode != 0:
             raise SlurmError("sbatch", _detail(res.stderr))
@@ -106,15 +91,11 @@ class Allocator:
         """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""
         start = self.clock()
         job_id = job.job_id if job else self.submitted or ""
-        shown = ""
         delays = poll_delays()
         while job is None or not job.ready:
-            if job is not None:
-                line = _progress(job)
-                if line != shown:
-                    log.info(line)
-                    shown = line
             waited = self.clock() - start
+            if job is not None:
+                self.report(job, waited)
             if waited >= self.profile.pending_timeout:
                 cancelled = self.submitted == job_id
                 if cancelled:
@@ -162,13 +143,48 @@ class Allocator:
             lock.release()
 
 
-def _progress(job: Job) -> str:
+def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
+    """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
+    squeue. A job counts only with slurm-proxy's name *and* comment for that profile; when there
+    are several, the one recorded locally wins, then a running one, then the oldest."""
+    by_comment = {slurm.job_comment(p.key): p for p in profiles}
+    res = login.run(slurm.squeue_argv(names=sorted({slurm.job_name(p.name) for p in profiles})))
+    if res.returncode != 0:
+        raise SlurmError("squeue", _detail(res.stderr))
+    records = state.jobs()
+    found: dict[str, list[Job]] = {}
+    for job in slurm.parse_squeue(res.stdout):
+        p = by_comment.get(job.comment)
+        if p and job.name == slurm.job_name(p.name) and not job.ended:
+            found.setdefault(p.key, []).append(job)
+    def rank(key: str, job: Job) -> tuple[bool, bool, int]:
+        rec = records.get(key)
+        return (not rec or rec.job_id != job.job_id, job.state != "RUNNING", slurm.job_number(job))
+    return {key: min(jobs, key=lambda j: rank(key, j)) for key, jobs in found.items()}
+
+
+def progress_line(job: Job, waited: float | None = None) -> str:
     line = f"job {job.job_id} {job.state.lower()}"
     if job.reason:
         line += f" ({job.reason})"
     if job.state == "PENDING" and job.start:
         line += f", expected start {job.start}"
+    if waited is not None:
+        line += f", waited {waited:.0f} s"
     return line
+
+
+class ChangeReporter:
+    """Default progress: one stderr line whenever the job's state or reason changes."""
+
+    def __init__(self) -> None:
+        self.shown = ""
+
+    def __call__(self, job: Job, waited: float) -> None:
+        line = progress_line(job)
+        if line != self.shown:
+            log.info(line)
+            self.shown = line
 
 
 def _detail(stderr: str) -> str:

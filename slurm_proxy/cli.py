@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from . import __version__, config, log, paths, proxy, sshconfig
+from . import __version__, config, log, manage, paths, proxy, slurm, sshconfig
+from .allocate import progress_line
 from .errors import SlurmProxyError
 from .state import State
 
@@ -44,6 +47,106 @@ def cli(verbose: bool, quiet: bool) -> None:
 def connect(alias: str) -> None:
     """Join stdin/stdout to ALIAS's compute node (what ProxyCommand runs; same as `slurm-proxy ALIAS`)."""
     _run(proxy.connect, alias)
+
+
+def _profiles(names: tuple[str, ...]) -> list[config.Profile]:
+    cfg = config.load()
+    return [cfg.profile(n) for n in names]
+
+
+def _profile_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion: the configured profile names."""
+    try:
+        return [n for n in config.load().profiles if n.startswith(incomplete)]
+    except SlurmProxyError:
+        return []
+
+
+class _LiveReporter:
+    """`up` on a terminal: one line rewritten in place (state, reason, expected start, elapsed)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, job: slurm.Job, waited: float) -> None:
+        line = progress_line(job, waited)
+        if self.tty:
+            sys.stderr.write(f"\r\033[Kslurm-proxy: {line}")
+            sys.stderr.flush()
+        elif progress_line(job) != self.last:
+            log.info(line)
+        self.last = progress_line(job)
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            sys.stderr.write("\n")
+
+
+@cli.command()
+@click.argument("profile", shell_complete=_profile_names)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the job runs (else submit and return).")
+def up(profile: str, wait: bool) -> None:
+    """Allocate PROFILE's job ahead of time, so that connecting is instant."""
+    def run() -> int:
+        cfg = config.load()
+        reporter = _LiveReporter()
+        try:
+            job = manage.up(cfg, cfg.profile(profile), wait, reporter)
+        finally:
+            reporter.done()
+        if job is not None and job.ready:
+            click.echo(f"{cfg.prefix}{profile}: job {job.job_id} running on {job.node}")
+        elif job is not None:
+            click.echo(f"{cfg.prefix}{profile}: job {job.job_id} {job.state.lower()}")
+        else:
+            click.echo(f"{cfg.prefix}{profile}: submitted")
+        return 0
+
+    _run(run)
+
+
+@cli.command()
+@click.argument("profiles", nargs=-1, shell_complete=_profile_names)
+@click.option("--all", "all_", is_flag=True, help="Every configured profile.")
+def down(profiles: tuple[str, ...], all_: bool) -> None:
+    """Cancel the jobs slurm-proxy submitted for PROFILES (never any other job)."""
+    def run() -> int:
+        if bool(profiles) == all_:
+            raise click.UsageError("name one or more profiles, or --all")
+        chosen = list(config.load().profiles.values()) if all_ else _profiles(profiles)
+        cancelled = manage.down(chosen)
+        click.echo(f"cancelled {', '.join(cancelled)}" if cancelled else "nothing to cancel")
+        return 0
+
+    _run(run)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Each profile's job: id, state, node, time left, idle timeout."""
+    def run() -> int:
+        rows = manage.status(config.load())
+        if as_json:
+            click.echo(json.dumps([r._asdict() for r in rows], indent=1))
+            return 0
+        table = [("ALIAS", "JOB", "STATE", "NODE", "TIME LEFT", "IDLE CANCEL")]
+        for r in rows:
+            state = (r.state or "-").lower()
+            if r.reason and r.state != "RUNNING":
+                state += f" ({r.reason})"
+            table.append((r.alias, r.job_id or "-", state, r.node or "-",
+                          slurm.format_duration(r.time_left) if r.job_id else "-",
+                          f"after {slurm.format_duration(r.idle_timeout)} idle"
+                          if r.idle_timeout else "never"))
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return 0
+
+    _run(run)
 
 
 @cli.command("ssh-config")

@@ -62,6 +62,15 @@ def job_name(profile: str) -> str:
     return JOB_NAME_PREFIX + profile
 
 
+def job_comment(profile_key: str) -> str:
+    return f"{COMMENT}:{profile_key}"
+
+
+def job_number(job: Job) -> int:
+    """The leading number of a job id (``123``, ``123_4``, ``123+0``), for ordering."""
+    return int(job.job_id.split("_")[0].split("+")[0])
+
+
 def squeue_argv(names: list[str] | None = None, job_id: str | None = None) -> list[str]:
     """One squeue call for the user's own jobs of the given names (or one job by id).
 

@@ -18,14 +18,18 @@ STATE = HOME / ".local" / "state" / "slurm-proxy"
 SSH = ["ssh", "-o", "BatchMode=yes"]
 
 
-def as_user(argv: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None,
-            timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess[bytes]:
-    """Run argv as sptest with a clean login-like environment (no root env leaks in)."""
+def user_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """argv run as sptest with a clean login-like environment (no root env leaks in)."""
     base = {"HOME": str(HOME), "USER": USER, "LOGNAME": USER, "PATH": f"{VENV}/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8"}
     base.update(env or {})
-    cmd = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=check)
+    return ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
+
+
+def as_user(argv: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None,
+            timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(user_argv(argv, env), input=input, capture_output=True, timeout=timeout,
+                          check=check)
 
 
 def sh(script: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -75,6 +79,13 @@ def wait_state(job_id: str, state: str, timeout: float = 30) -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} never reached {state}: {jobs()}")
+
+
+def wait_gone(job_id: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(j[0] == job_id for j in jobs()):
+        assert time.monotonic() < deadline, f"job {job_id} still there: {jobs()}"
+        time.sleep(0.3)
 
 
 def write_config(path: Path, body: str) -> None:

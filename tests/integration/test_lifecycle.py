@@ -1,0 +1,151 @@
+"""up / down / status, idle auto-cancel and signals, through the real cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+from .cluster import PROXY, SSH, as_user, err, jobs, text
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+TEST_CONFIG = """
+[defaults]
+partition = "debug"
+time = "10:00"
+[clusters.test]
+login = "testlogin"
+[profiles.debug]
+cpus = 1
+[profiles.idle]
+cpus = 1
+idle_timeout = 4
+idle_check = 1
+[profiles.patient]
+cpus = 1
+pending_timeout = 120
+"""
+
+
+@pytest.fixture
+def cfg(user_tmp: Path) -> dict[str, str]:
+    path = user_tmp / "config.toml"
+    cluster.write_config(path, TEST_CONFIG)
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+def test_up_status_reuse_down(cfg: dict[str, str]) -> None:
+    up = as_user([PROXY, "up", "debug"], env=cfg)
+    assert up.returncode == 0, err(up)
+    (job_id, _, state, node), = jobs("slurm-proxy-debug")
+    assert state == "RUNNING"
+    assert text(up).strip() == f"slurm-debug: job {job_id} running on {node}"
+
+    rows = {r["profile"]: r for r in json.loads(text(as_user([PROXY, "status", "--json"], env=cfg)))}
+    assert rows["debug"]["job_id"] == job_id and rows["debug"]["node"] == node
+    assert 0 < rows["debug"]["time_left"] <= 600
+    assert rows["idle"]["job_id"] is None
+    table = text(as_user([PROXY, "status"], env=cfg))
+    assert any(line.split()[:4] == ["slurm-debug", job_id, "running", node]
+               for line in table.splitlines()), table
+
+    ssh = as_user([*SSH, "slurm-debug", "true"], env=cfg)
+    assert ssh.returncode == 0, err(ssh)
+    assert [j[0] for j in jobs()] == [job_id]
+
+    down = as_user([PROXY, "down", "debug"], env=cfg)
+    assert down.returncode == 0, err(down)
+    assert text(down).strip() == f"cancelled {job_id}"
+    cluster.wait_gone(job_id)
+
+
+def test_down_never_touches_a_job_it_did_not_submit(cfg: dict[str, str]) -> None:
+    # Same name and even the same comment as slurm-proxy's, but submitted by hand.
+    hand = text(as_user(["sbatch", "--parsable", "--job-name=slurm-proxy-debug",
+                         "--comment=slurm-proxy:test.debug", "--output=/dev/null",
+                         "--wrap", "sleep 300"], check=True)).strip()
+    other = text(as_user(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 300"],
+                         check=True)).strip()
+    down = as_user([PROXY, "down", "--all"], env=cfg)
+    assert down.returncode == 0, err(down)
+    assert text(down).strip() == "nothing to cancel"
+    assert sorted(j[0] for j in jobs()) == sorted([hand, other])
+
+
+def test_down_needs_a_profile_or_all(cfg: dict[str, str]) -> None:
+    proc = as_user([PROXY, "down"], env=cfg)
+    assert proc.returncode == 2 and "--all" in err(proc)
+
+
+def test_idle_job_ends_only_after_the_last_session(cfg: dict[str, str]) -> None:
+    session = as_user_popen([*SSH, "slurm-idle", "sleep 9"], cfg)
+    deadline = time.monotonic() + 30
+    while not jobs("slurm-proxy-idle") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (job_id, *_), = jobs("slurm-proxy-idle")
+    time.sleep(7)  # well past idle_timeout (4 s) while the session is open
+    assert [j[2] for j in jobs("slurm-proxy-idle")] == ["RUNNING"]
+    _, stderr = session.communicate(timeout=30)
+    assert session.returncode == 0, stderr.decode()
+    cluster.wait_gone(job_id, timeout=20)  # 4 s idle + 1 s checks, after the session closed
+
+
+def as_user_popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start argv as sptest; its pid file is the shell that execs it (so signals reach it)."""
+    return subprocess.Popen(cluster.user_argv(argv, env), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def fill_cluster() -> list[str]:
+    """Occupy every CPU of both nodes with jobs not slurm-proxy's own."""
+    ids = [text(as_user(["sbatch", "--parsable", "-w", node, "-c", "2", "--output=/dev/null",
+                         "--wrap", "sleep 300"], check=True)).strip() for node in ("node1", "node2")]
+    for i in ids:
+        cluster.wait_state(i, "RUNNING")
+    return ids
+
+
+def start_proxy(user_tmp: Path, cfg: dict[str, str], alias: str) -> tuple[subprocess.Popen[bytes], int]:
+    pidfile = user_tmp / "proxy.pid"
+    proc = subprocess.Popen(cluster.user_argv(
+        ["sh", "-c", f'echo $$ > {pidfile}; exec {PROXY} "$0"', alias], cfg),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, int(pidfile.read_text())
+
+
+def test_sigterm_while_pending_cancels_the_job_it_submitted(user_tmp: Path, cfg: dict[str, str]) -> None:
+    blockers = fill_cluster()
+    proc, pid = start_proxy(user_tmp, cfg, "slurm-patient")
+    deadline = time.monotonic() + 20
+    while not [j for j in jobs("slurm-proxy-patient") if j[2] == "PENDING"]:
+        assert time.monotonic() < deadline, "the job never pended"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "interrupted by SIGTERM; cancelled pending job" in stderr.decode(), stderr.decode()
+    deadline = time.monotonic() + 20
+    while jobs("slurm-proxy-patient"):
+        assert time.monotonic() < deadline, jobs()
+        time.sleep(0.2)
+    assert sorted(j[0] for j in jobs()) == sorted(blockers)
+
+
+def test_sigterm_once_running_leaves_the_job(user_tmp: Path, cfg: dict[str, str]) -> None:
+    proc, pid = start_proxy(user_tmp, cfg, "slurm-debug")
+    # the proxy is now `ssh -W` (same pid): the node's banner on stdout says it connected
+    assert proc.stdout is not None
+    assert proc.stdout.read(8) == b"SSH-2.0-"
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    proc.communicate(timeout=30)
+    time.sleep(1)
+    assert [j[2] for j in jobs("slurm-proxy-debug")] == ["RUNNING"]
