@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +15,11 @@ from pathlib import Path
 import click
 
 from . import __version__, config, log, manage, paths, proxy, slurm, sshconfig
+from . import init as initmod
 from .allocate import progress_line
+from .doctor import run_checks
 from .errors import SlurmProxyError
+from .login import OpenSSHLogin
 from .state import State
 
 
@@ -147,6 +152,63 @@ def status(as_json: bool) -> None:
         return 0
 
     _run(run)
+
+
+@cli.command()
+@click.option("--login", help="ssh destination of the login node (asked if not given).")
+@click.option("--cluster", "cluster_name", help="A name for the cluster (default: from --login).")
+@click.option("--non-interactive", is_flag=True, help="Never ask; fail instead.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option("--print", "print_only", is_flag=True, help="Print the proposal, write nothing.")
+def init(login: str | None, cluster_name: str | None, non_interactive: bool, force: bool,
+         print_only: bool) -> None:
+    """Ask the login node's sinfo for partitions and GPUs, and write a config proposing profiles."""
+    def run() -> int:
+        nonlocal login
+        if not login:
+            if non_interactive:
+                raise click.UsageError("--login is required with --non-interactive")
+            login = click.prompt("Login node (an ssh destination, e.g. user@hpc.example.org)",
+                                 err=True)
+        if not config.valid_login(login):
+            raise click.BadParameter(f"{login!r} is not an ssh destination", param_hint="--login")
+        parts = initmod.partitions(OpenSSHLogin(login))
+        if not parts:
+            raise click.ClickException(f"sinfo on {login} lists no partitions")
+        name = cluster_name or re.sub(r"[^A-Za-z0-9_-]", "-", login.split("@")[-1].split(".")[0])
+        text = initmod.propose(name, login, parts)
+        if print_only:
+            click.echo(text, nl=False)
+            return 0
+        path = config.config_path()
+        if path.exists() and not force and (
+                non_interactive or not click.confirm(f"{path} exists. Overwrite it?", err=True)):
+            raise click.ClickException(f"{path} exists; not overwritten (use --force)")
+        paths.private_dir(path.parent)
+        path.write_text(text, encoding="utf-8")
+        os.chmod(path, 0o600)
+        names = re.findall(r"^\[profiles\.([^]]+)\]", text, re.M)
+        log.info(f"wrote {path} with profiles: {', '.join(names)}")
+        return 0
+
+    _run(run)
+
+
+@cli.command()
+@click.argument("profile", required=False, shell_complete=_profile_names)
+@click.option("--allocate", is_flag=True,
+              help="Also connect for real (allocates or reuses each profile's job).")
+def doctor(profile: str | None, allocate: bool) -> None:
+    """Check the config, ssh, the login node, Slurm, connection sharing and VS Code settings."""
+    failed = False
+    for check in run_checks(profile, allocate):
+        mark = "✓" if check.ok else "!" if check.ok is None else "✗"
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        if check.fix and not check.ok:
+            click.echo(f"    fix: {check.fix}")
+        failed |= check.ok is False
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command("ssh-config")

@@ -98,6 +98,14 @@ class Config(NamedTuple):
             raise UnknownProfile(name, sorted(self.profiles), self.path) from None
 
 
+LOGIN_RE = re.compile(r"[A-Za-z0-9_.@:\[\]%+-]+")
+
+
+def valid_login(login: object) -> bool:
+    """An ssh destination: a host, user@host or ~/.ssh/config alias, never an option."""
+    return isinstance(login, str) and bool(LOGIN_RE.fullmatch(login)) and not login.startswith("-")
+
+
 def profile_name(alias: str, prefix: str = DEFAULT_PREFIX) -> str:
     """``slurm-gpu2`` → ``gpu2``; anything that is not prefix + a plain name is refused."""
     if not alias.startswith(prefix):
@@ -242,11 +250,10 @@ class _Reader:
                 if key != "login":
                     raise self.error(f"unknown key {key!r} in [{where}] (expected login)", where, key)
             login = body.get("login")
-            if not isinstance(login, str) or not re.fullmatch(r"[A-Za-z0-9_.@:\[\]%+-]+", login) \
-                    or login.startswith("-"):
+            if not valid_login(login):
                 raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
                                  "(a host name or ~/.ssh/config alias)", where, "login")
-            clusters[name] = Cluster(name=name, login=login)
+            clusters[name] = Cluster(name=name, login=str(login))
         if not clusters:
             raise self.error("no [clusters.NAME] table with a login host")
 

@@ -1,0 +1,132 @@
+"""`slurm-proxy doctor`: check every link of the chain, each with the fix when it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from . import config, paths
+from .errors import SlurmProxyError
+from .login import OpenSSHLogin, find_ssh
+
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
+VSCODE_MIN_TIMEOUT = 60
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool | None  # None: a warning, not a failure
+    detail: str
+    fix: str = ""
+
+
+def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
+    try:
+        cfg = config.load()
+    except SlurmProxyError as e:
+        yield Check("config", False, str(e), "fix the file, or create one with `slurm-proxy init`")
+        return
+    yield Check("config", True, f"{cfg.path}: {len(cfg.profiles)} profiles")
+    try:
+        profiles = [cfg.profile(profile_name)] if profile_name else list(cfg.profiles.values())
+    except SlurmProxyError as e:
+        yield Check("profile", False, str(e))
+        return
+
+    try:
+        ssh = find_ssh()
+        version = subprocess.run([ssh, "-V"], capture_output=True, text=True).stderr.strip()
+        yield Check("ssh client", True, f"{ssh}: {version}")
+    except (SlurmProxyError, OSError) as e:
+        yield Check("ssh client", False, str(e), "install OpenSSH")
+        return
+
+    for cluster in sorted({p.cluster for p in profiles}):
+        yield from _check_cluster(cluster.login, cluster.name)
+
+    yield _check_vscode(any(p.pending_timeout > 15 for p in profiles))
+
+    if allocate:
+        for p in profiles:
+            yield _check_allocation(cfg.prefix + p.name)
+
+
+def _check_cluster(destination: str, name: str) -> Iterator[Check]:
+    login = OpenSSHLogin(destination)
+    try:
+        res = login.run(["sh", "-c", 'for c in "$@"; do command -v "$c" || echo "missing $c"; done',
+                         "sh", *SLURM_COMMANDS])
+    except SlurmProxyError as e:
+        yield Check(f"login node {destination}", False, str(e),
+                    f"make `ssh {destination}` work on its own first (keys, ~/.ssh/config)")
+        return
+    yield Check(f"login node {destination}", True, f"cluster {name} answers")
+    missing = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
+    yield Check("Slurm commands", not missing,
+                "all found" if not missing else f"not found on {destination}: {', '.join(missing)}",
+                "" if not missing else "the login node needs the Slurm client commands on PATH "
+                                       "for a non-interactive shell")
+    sharing = [o for o in login.options if o.startswith("ControlPath=")]
+    if not sharing:
+        yield Check("connection sharing", True, "your ssh config sets its own ControlPath")
+        return
+    check = subprocess.run([login.ssh, *login.options, "-O", "check", "--", destination],
+                           capture_output=True, text=True)
+    yield Check("connection sharing", check.returncode == 0,
+                "a ControlMaster serves the login node" if check.returncode == 0
+                else check.stderr.strip(), "" if check.returncode == 0 else
+                "ssh could not keep a master connection; check the ControlPath directory "
+                f"{paths.home() / 'cm'}")
+
+
+def vscode_settings_files() -> list[Path]:
+    home = Path.home()
+    if sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif os.name == "nt":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [base / app / "User" / "settings.json"
+            for app in ("Code", "Code - Insiders", "VSCodium")]
+
+
+def _strip_jsonc(text: str) -> str:
+    """settings.json allows comments and trailing commas."""
+    text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', lambda m: m.group(1) or "", text,
+                  flags=re.S)
+    return re.sub(r",(\s*[}\]])", r"\1", text)
+
+
+def _check_vscode(may_queue: bool) -> Check:
+    name = "VS Code connectTimeout"
+    found = [f for f in vscode_settings_files() if f.is_file()]
+    if not found:
+        return Check(name, True, "no VS Code settings found (not needed for plain ssh)")
+    try:
+        settings = json.loads(_strip_jsonc(found[0].read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        return Check(name, None, f"cannot read {found[0]}: {e}")
+    timeout = settings.get("remote.SSH.connectTimeout", 15) if isinstance(settings, dict) else 15
+    if isinstance(timeout, (int, float)) and timeout < VSCODE_MIN_TIMEOUT and may_queue:
+        return Check(name, None, f"remote.SSH.connectTimeout is {timeout} s in {found[0]}: a queued "
+                     "job will make VS Code give up", '"remote.SSH.connectTimeout": 300, or run '
+                     "`slurm-proxy up PROFILE` before connecting")
+    return Check(name, True, f"{timeout} s")
+
+
+def _check_allocation(alias: str) -> Check:
+    """A real connection: allocate (or reuse) the job and land on its node."""
+    proc = subprocess.run(["ssh", "-o", "BatchMode=yes", alias, "echo slurm-proxy-ok"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    ok = proc.returncode == 0 and "slurm-proxy-ok" in proc.stdout
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return Check(f"ssh {alias}", ok, "admitted on the job's node" if ok else
+                 (last[-1] if last else f"exit {proc.returncode}"),
+                 "" if ok else "see the message; `slurm-proxy -v ALIAS` shows every step")
