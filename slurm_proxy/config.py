@@ -214,7 +214,10 @@ class _Reader:
         for n, line in enumerate(self.lines, 1):
             s = line.strip()
             if s.startswith("["):
-                header = s.strip("[]").replace('"', "").replace("'", "").replace(" ", "")
+                m = re.match(r"\[\[?([^\]]*)\]", s)  # "[ profiles . 'a b' ]  # comment"
+                header = ".".join(part.strip().strip("\"'") for part in (m.group(1) if m else "").split("."))
+                if table is None and key is not None and header.split(".")[0] == key:
+                    return n  # an unknown top-level table such as [profile.x]
                 in_table = table is not None and header == table
                 if in_table and key is None:
                     return n
@@ -236,9 +239,9 @@ class _Reader:
                 raise self.error(f"unknown key {key!r} (expected prefix, [defaults], "
                                  "[clusters.NAME], [profiles.NAME])", None, key)
         prefix = data.get("prefix", DEFAULT_PREFIX)
-        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,32}", prefix):
-            raise self.error("prefix must be a short string of letters, digits, '_', '.', '-'",
-                             None, "prefix")
+        # Never empty: the Host block would become `Host *`, sending every ssh through here.
+        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", prefix):
+            raise self.error("prefix must be 1 to 32 letters, digits, '_', '.', '-'", None, "prefix")
 
         clusters = {}
         for name, body in self.table(data, "clusters").items():

@@ -19,11 +19,13 @@ def lookup_argv(node: str) -> list[str]:
 
 
 def parse(output: str) -> list[str]:
-    """``ssh-keygen -F`` output → ``["ssh-ed25519 AAAA…", …]`` (comments, markers and
-    certificate authorities dropped; duplicates once)."""
-    keys = []
+    """``ssh-keygen -F`` output → ``["ssh-ed25519 AAAA…", …]`` (comments and certificate
+    authorities dropped, a key the login node marks @revoked never trusted; duplicates once)."""
+    keys, revoked = [], set()
     for line in output.splitlines():
         words = line.split()
-        if len(words) >= 3 and not words[0].startswith(("#", "@")):
+        if len(words) >= 4 and words[0] == "@revoked":
+            revoked.add(f"{words[2]} {words[3]}")
+        elif len(words) >= 3 and not words[0].startswith(("#", "@")):
             keys.append(f"{words[1]} {words[2]}")
-    return list(dict.fromkeys(keys))
+    return [k for k in dict.fromkeys(keys) if k not in revoked]

@@ -139,7 +139,7 @@ def _split_top_level(hostlist: str) -> list[str]:
 
 
 def _expand_one(item: str, whole: str) -> list[str]:
-    m = re.fullmatch(r"([^\[\]]*)\[([^\[\]]*)\](.*)", item)
+    m = re.fullmatch(r"([A-Za-z0-9._-]*)\[([^\[\]]*)\](.*)", item)
     if not m:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", item):
             raise SlurmOutputError("hostlist", whole, f"bad host name {item!r}")
@@ -149,7 +149,7 @@ def _expand_one(item: str, whole: str) -> list[str]:
     out: list[str] = []
     for r in ranges.split(","):
         lo, sep, hi = r.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not re.fullmatch(r"[0-9]+", lo) or (sep and not re.fullmatch(r"[0-9]+", hi)):
             raise SlurmOutputError("hostlist", whole, f"bad range {r!r}")
         start, stop = int(lo), int(hi) if sep else int(lo)
         if stop < start or stop - start > 100_000:
@@ -201,7 +201,7 @@ def parse_sbatch(output: str) -> str:
     """``--parsable`` prints ``jobid[;cluster]``."""
     line = output.strip().splitlines()[-1] if output.strip() else ""
     job_id = line.split(";", 1)[0]
-    if not job_id.isdigit():
+    if not re.fullmatch(r"[0-9]+", job_id):
         raise SlurmOutputError("sbatch", output, "no job id")
     return job_id
 

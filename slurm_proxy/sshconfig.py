@@ -37,7 +37,9 @@ def host_block(prefix: str, command: list[str], known_hosts: Path) -> str:
 
 
 def install(block: str, path: Path) -> bool:
-    """Put ``block`` at the top of ``path`` (replacing an earlier one). False if unchanged."""
+    """Put ``block`` at the top of ``path`` (replacing an earlier one). False if unchanged.
+    A symlinked config (dotfiles) is updated where it points, keeping the link."""
+    path = Path(os.path.realpath(path))
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -45,8 +45,9 @@ class State:
         out = {}
         for key, rec in raw.items() if isinstance(raw, dict) else ():
             try:
-                out[key] = JobRecord(**{**rec, "host_keys": tuple(rec.get("host_keys", ()))})
-            except TypeError:
+                keys = rec.get("host_keys", ())
+                out[key] = JobRecord(**{**rec, "host_keys": tuple(keys) if isinstance(keys, list) else ()})
+            except (TypeError, AttributeError):
                 log.debug(f"state: dropping malformed record for {key}")
         return out
 
@@ -60,11 +61,15 @@ class State:
             return {}
         except OSError as e:
             raise paths.UnsafePath(self.path, f"cannot open safely ({e.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (os.name != "nt" and st.st_uid != os.getuid()):
+            os.close(fd)
+            raise paths.UnsafePath(self.path, "not a regular file owned by you")
         with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or (os.name != "nt" and st.st_uid != os.getuid()):
-                raise paths.UnsafePath(self.path, "not a regular file owned by you")
-            data = f.read()
+            try:
+                data = f.read()
+            except OSError as e:
+                raise paths.UnsafePath(self.path, f"cannot read ({e.strerror})") from None
         try:
             parsed = json.loads(data)
             if not isinstance(parsed, dict) or parsed.get("version") != VERSION:
@@ -117,5 +122,6 @@ class State:
         """Drop the record (only if it still names ``job_id``, when given)."""
         with self._locked() as data:
             rec = data["jobs"].get(profile_key)
-            if rec and (job_id is None or rec.get("job_id") == job_id):
+            if rec is not None and (job_id is None or not isinstance(rec, dict)
+                                    or rec.get("job_id") == job_id):
                 del data["jobs"][profile_key]

@@ -1,0 +1,398 @@
+"""allocate.py: find or submit the profile's job and wait for it, against a fake login node."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_proxy import allocate, hostkeys, jobscript, log, slurm
+from slurm_proxy.allocate import Allocator
+from slurm_proxy.config import Cluster, Profile
+from slurm_proxy.errors import AllocationTimeout, JobEnded, SlurmError, SlurmOutputError
+from slurm_proxy.login import Result
+from slurm_proxy.state import JobRecord, State
+
+PROFILE = Profile(name="debug", cluster=Cluster(name="hpc", login="hpc"), partition="debug",
+                  time="1:00:00", pending_timeout=60)
+COMMENT = "slurm-proxy:hpc.debug"
+
+
+def line(job_id: str = "42", state: str = "PENDING", reason: str = "Priority", nodes: str = "",
+         start: str = "N/A", name: str = "slurm-proxy-debug", comment: str = COMMENT) -> str:
+    return "|".join([job_id, name, state, reason, nodes, start, "1:00:00", comment])
+
+
+RUNNING = line(state="RUNNING", reason="None", nodes="node1", start="2026-11-28T13:41:07")
+PENDING = line()
+EMPTY = Result(0, "", "")
+ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+KEYS = Result(0, f"# Host node1 found: line 3 \nnode1 {ED}\n", "")
+
+
+def out(*lines: str) -> Result:
+    return Result(0, "".join(ln + "\n" for ln in lines), "")
+
+
+class FakeLogin:
+    """Records every argv; answers from per-command queues (the last answer repeats)."""
+
+    destination = "hpc"
+
+    def __init__(self, **answers: Sequence[Result] | Callable[[list[str]], Result]) -> None:
+        self.answers = {cmd: a if callable(a) else list(a) for cmd, a in answers.items()}
+        self.calls: list[list[str]] = []
+        self.stdin: dict[int, str | None] = {}
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
+        argv = list(argv)
+        self.stdin[len(self.calls)] = stdin
+        self.calls.append(argv)
+        answer = self.answers.get(argv[0])
+        if answer is None:
+            raise AssertionError(f"unexpected command {argv}")
+        if callable(answer):
+            return answer(argv)
+        return answer.pop(0) if len(answer) > 1 else answer[0]
+
+    def forward_stdio(self, host: str, port: int) -> int:
+        raise AssertionError("allocate never forwards stdio")
+
+    @property
+    def commands(self) -> list[str]:
+        return [argv[0] for argv in self.calls]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> State:
+    monkeypatch.setenv("SLURM_PROXY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(log, "verbosity", 0)
+    return State(tmp_path / "home")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def allocator(login: FakeLogin, state: State, clock: FakeClock, profile: Profile = PROFILE,
+              **kw: Any) -> Allocator:
+    return Allocator(login, profile, state, alias="slurm-debug", clock=clock, sleep=clock.sleep, **kw)
+
+
+SQUEUE = slurm.squeue_argv(names=["slurm-proxy-debug"])
+SBATCH = slurm.sbatch_argv(PROFILE.sbatch_options(), "slurm-proxy-debug", COMMENT)
+LOOKUP = hostkeys.lookup_argv("node1")
+NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,))
+
+
+# --- poll_delays ------------------------------------------------------------------------------
+
+def test_poll_delays() -> None:
+    delays = list(itertools.islice(allocate.poll_delays(), 40))
+    assert delays[:3] == [0.25, 0.5, 0.75]
+    fast = list(itertools.takewhile(lambda d: d < 5.0, delays))
+    assert fast[3:] == [1.0] * (len(fast) - 3)
+    assert 10.0 <= sum(fast) <= 11.0
+    assert delays[len(fast):] == [5.0] * (40 - len(fast))
+
+
+def test_poll_delays_never_faster_than_5s_later_on() -> None:
+    delays = allocate.poll_delays()
+    later = list(itertools.islice(delays, 100, 1000))
+    assert set(later) == {5.0}
+
+
+# --- warm path --------------------------------------------------------------------------------
+
+def test_warm_path_is_one_squeue(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    before = {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()}
+    login = FakeLogin(squeue=[out(RUNNING)])
+    job = allocator(login, state, clock).ensure_running()
+    assert (job.job_id, job.node) == ("42", "node1")
+    assert login.calls == [SQUEUE]
+    assert clock.sleeps == []
+    assert not (state.dir / "locks").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()} == before  # nothing written
+
+
+def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[out(RUNNING)], sh=[KEYS])
+    allocator(login, state, clock).ensure_running()
+    assert login.calls == [SQUEUE, LOOKUP]  # still no lock, no sbatch
+    assert not (state.dir / "locks").exists()
+    record = state.job("hpc.debug")
+    assert record is not None
+    assert record._replace(submitted=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
+    assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [dict(NODE1, node="old-node"), dict(NODE1, alias="debug"), dict(alias="", node="", host_keys=())],
+    ids=["other-node", "other-alias", "submitted-not-yet-running"],
+)
+def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
+                                                recorded: dict[str, Any]) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **recorded))
+    login = FakeLogin(squeue=[out(RUNNING)], sh=[KEYS])
+    allocator(login, state, clock).ensure_running()
+    assert login.commands == ["squeue", "sh"]
+    assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", 1700000000.0, **NODE1)
+
+
+@pytest.mark.parametrize("lookup", [Result(0, "", ""), Result(1, f"node1 {ED}\n", "sh: error\n")],
+                         ids=["no-key-known", "lookup-failed"])
+def test_no_host_key_is_recorded_as_none(state: State, clock: FakeClock, lookup: Result,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    login = FakeLogin(squeue=[out(RUNNING)], sh=[lookup])
+    allocator(login, state, clock).ensure_running()
+    record = state.job("hpc.debug")
+    assert record is not None and record.host_keys == ()
+    assert state.known_hosts.read_text() == ""
+    assert "knows no host key for node1" in capsys.readouterr().err
+
+
+# --- cold path --------------------------------------------------------------------------------
+
+def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(
+        squeue=[EMPTY, EMPTY, out(PENDING), out(line(reason="Resources")), out(RUNNING)],
+        sbatch=[Result(0, "42\n", "")],
+        sh=[KEYS],
+    )
+    alloc = allocator(login, state, clock)
+    job = alloc.ensure_running()
+    assert job.ready and job.job_id == "42"
+    assert login.calls == [SQUEUE, SQUEUE, SBATCH, SQUEUE, SQUEUE, SQUEUE, LOOKUP]
+    assert login.stdin[2] == jobscript.batch_script(PROFILE)  # the script goes on stdin
+    assert all(login.stdin[i] is None for i in (0, 1, 3, 4, 5, 6))
+    assert clock.sleeps == [0.25, 0.5, 0.75]
+    assert alloc.submitted == "42"
+    assert (state.dir / "locks").is_dir()
+    record = state.job("hpc.debug")
+    assert record is not None
+    assert record._replace(submitted=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
+
+
+def test_job_found_under_the_lock_is_not_submitted_again(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[EMPTY, out(PENDING), out(RUNNING)], sh=[KEYS])
+    alloc = allocator(login, state, clock)
+    assert alloc.ensure_running().job_id == "42"
+    assert login.commands == ["squeue", "squeue", "squeue", "sh"]
+    assert alloc.submitted is None
+
+
+def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pending = out(line(reason="Resources", start="2026-11-28T14:00:00"))
+    login = FakeLogin(squeue=[pending, pending, pending, out(line(reason="Priority")), out(RUNNING)],
+                      sh=[KEYS])
+    job = allocator(login, state, clock).ensure_running()
+    assert job.ready
+    assert login.commands == ["squeue"] * 5 + ["sh"]  # found pending: no lock, no sbatch
+    assert len(clock.sleeps) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "slurm-proxy: job 42 pending (Resources), expected start 2026-11-28T14:00:00",
+        "slurm-proxy: job 42 pending (Priority)",
+        "slurm-proxy: job 42 running on node1",
+    ]
+
+
+def test_running_in_prolog_is_not_ready(state: State, clock: FakeClock) -> None:
+    prolog = out(line(state="RUNNING", reason="Prolog", nodes="node1"))
+    login = FakeLogin(squeue=[prolog, prolog, out(RUNNING)], sh=[KEYS])
+    job = allocator(login, state, clock).ensure_running()
+    assert job.ready and job.reason == ""
+    assert clock.sleeps == [0.25, 0.5]
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [EMPTY, out(line(state="CANCELLED", reason="None")), out(line(state="FAILED")),
+     out(line(job_id="43"))],
+    ids=["vanished", "cancelled", "failed", "another-job"],
+)
+def test_job_ending_while_waiting(state: State, clock: FakeClock, gone: Result) -> None:
+    login = FakeLogin(squeue=[EMPTY, EMPTY, out(PENDING), gone], sbatch=[Result(0, "42", "")])
+    with pytest.raises(JobEnded) as info:
+        allocator(login, state, clock).ensure_running()
+    assert info.value.job_id == "42"
+    assert "scancel" not in login.commands
+
+
+def test_timeout_cancels_the_job_it_submitted(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[EMPTY, EMPTY, out(line(reason="Resources"))],
+                      sbatch=[Result(0, "42;hpc\n", "")], scancel=[EMPTY])
+    with pytest.raises(AllocationTimeout) as info:
+        allocator(login, state, clock).ensure_running()
+    assert info.value.cancelled is True
+    assert info.value.job_id == "42"
+    assert info.value.reason == "Resources"
+    assert info.value.waited >= PROFILE.pending_timeout
+    assert "cancelled it" in str(info.value)
+    assert login.calls[-1] == ["scancel", "42"]
+    assert login.commands.count("scancel") == 1
+    assert state.job("hpc.debug") is None
+    assert max(clock.sleeps) == 5.0
+
+
+def test_timeout_leaves_a_job_it_found(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    login = FakeLogin(squeue=[out(PENDING)])
+    with pytest.raises(AllocationTimeout) as info:
+        allocator(login, state, clock).ensure_running()
+    assert info.value.cancelled is False
+    assert info.value.reason == "Priority"
+    assert "left it queued" in str(info.value)
+    assert "scancel" not in login.commands and "sbatch" not in login.commands
+    assert state.job("hpc.debug") is not None
+
+
+def test_timeout_zero_gives_up_at_once(state: State, clock: FakeClock) -> None:
+    profile = Profile(name="debug", cluster=Cluster("hpc", "hpc"), pending_timeout=0)
+    login = FakeLogin(squeue=[out(PENDING)])
+    with pytest.raises(AllocationTimeout):
+        allocator(login, state, clock, profile).ensure_running()
+    assert clock.sleeps == []
+
+
+def test_sbatch_failure(state: State, clock: FakeClock) -> None:
+    stderr = ("sbatch: warning: ignoring something\n"
+              "sbatch: error: Batch job submission failed: Invalid partition name specified\n\n")
+    login = FakeLogin(squeue=[EMPTY], sbatch=[Result(1, "", stderr)])
+    with pytest.raises(SlurmError) as info:
+        allocator(login, state, clock).ensure_running()
+    assert info.value.command == "sbatch"
+    assert info.value.detail == "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    assert login.commands == ["squeue", "squeue", "sbatch"]
+    assert state.job("hpc.debug") is None
+
+
+def test_sbatch_failure_without_a_message(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[EMPTY], sbatch=[Result(1, "", "")])
+    with pytest.raises(SlurmError, match="no error message"):
+        allocator(login, state, clock).ensure_running()
+
+
+def test_squeue_failure(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[Result(1, "", "slurm_load_jobs error: Unable to contact slurm controller\n")])
+    with pytest.raises(SlurmError) as info:
+        allocator(login, state, clock).ensure_running()
+    assert str(info.value) == "squeue failed: slurm_load_jobs error: Unable to contact slurm controller"
+    assert login.commands == ["squeue"]
+
+
+def test_jobs_that_are_not_ours_are_ignored(state: State, clock: FakeClock) -> None:
+    theirs = [
+        line(job_id="7", state="RUNNING", reason="None", nodes="node9", comment="slurm-proxy:other.debug"),
+        line(job_id="8", state="RUNNING", reason="None", nodes="node9", comment="(null)"),
+        line(job_id="9", state="RUNNING", reason="None", nodes="node9", comment="my own job"),
+        line(job_id="10", state="RUNNING", reason="None", nodes="node9", name="debug"),
+        line(job_id="11", state="RUNNING", reason="None", nodes="node9", name="slurm-proxy-gpu"),
+        line(job_id="12", state="RUNNING", reason="None", nodes="node9", comment="slurm-proxy:hpc.debug2"),
+    ]
+    login = FakeLogin(squeue=[out(*theirs), out(*theirs), out(*theirs, PENDING), out(*theirs, RUNNING)],
+                      sbatch=[Result(0, "42\n", "")], sh=[KEYS])
+    job = allocator(login, state, clock).ensure_running()
+    assert (job.job_id, job.node) == ("42", "node1")
+    assert "sbatch" in login.commands
+
+
+# --- which job the query picks ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("lines", "recorded", "picked"),
+    [
+        ([line(job_id="50"), line(job_id="42")], None, "42"),  # the oldest
+        ([line(job_id="42"), line(job_id="50", state="RUNNING", nodes="n1")], None, "50"),  # running
+        ([line(job_id="42", state="RUNNING", nodes="n1"), line(job_id="50")], "50", "50"),  # recorded
+        ([line(job_id="42", state="COMPLETING", nodes="n1"), line(job_id="50")], None, "50"),  # ended
+        ([line(job_id="9_1"), line(job_id="10+0")], None, "9_1"),
+        ([], None, None),
+    ],
+)
+def test_query_picks(state: State, clock: FakeClock, lines: list[str], recorded: str | None,
+                     picked: str | None) -> None:
+    if recorded:
+        state.record(JobRecord(job_id=recorded, profile="hpc.debug", submitted=1700000000.0))
+    job = allocator(FakeLogin(squeue=[out(*lines)]), state, clock).query()
+    assert (job.job_id if job else None) == picked
+
+
+def test_query_asks_only_for_the_profiles_job_name(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[EMPTY])
+    allocator(login, state, clock).query()
+    assert login.calls == [["squeue", "--me", "--local", "--noheader",
+                            "--format=%i|%j|%T|%r|%N|%S|%L|%k", "--name=slurm-proxy-debug"]]
+
+
+def test_unreadable_squeue_output_is_an_error(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[Result(0, "squeue: invalid option\n", "")])
+    with pytest.raises(SlurmOutputError):
+        allocator(login, state, clock).query()
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+def test_report_is_called_on_every_poll_with_the_time_waited(state: State, clock: FakeClock) -> None:
+    seen: list[tuple[str, str, float]] = []
+    login = FakeLogin(squeue=[out(PENDING), out(PENDING), out(line(reason="Resources")), out(RUNNING)],
+                      sh=[KEYS])
+    alloc = allocator(login, state, clock, report=lambda job, waited: seen.append(
+        (job.job_id, job.reason, waited)))
+    alloc.ensure_running()
+    assert seen == [("42", "Priority", 0.0), ("42", "Priority", 0.25), ("42", "Resources", 0.75)]
+
+
+@pytest.mark.parametrize(
+    ("job_line", "waited", "text"),
+    [
+        (PENDING, None, "job 42 pending (Priority)"),
+        (line(reason="Resources", start="2026-11-28T14:00:00"), None,
+         "job 42 pending (Resources), expected start 2026-11-28T14:00:00"),
+        (line(reason="None"), 12.4, "job 42 pending, waited 12 s"),
+        (line(state="RUNNING", reason="Prolog", nodes="node1", start="2026-11-28T14:00:00"), None,
+         "job 42 running (Prolog)"),
+        (line(state="CONFIGURING", reason="None", nodes="node1"), 3.0, "job 42 configuring, waited 3 s"),
+    ],
+)
+def test_progress_line(job_line: str, waited: float | None, text: str) -> None:
+    assert allocate.progress_line(slurm.parse_squeue_line(job_line), waited) == text
+
+
+# --- several profiles, one squeue -------------------------------------------------------------
+
+def test_owned_jobs_for_several_profiles(state: State) -> None:
+    gpu = Profile(name="gpu", cluster=PROFILE.cluster)
+    login = FakeLogin(squeue=[out(
+        RUNNING,
+        line(job_id="50", name="slurm-proxy-gpu", comment="slurm-proxy:hpc.gpu"),
+        line(job_id="51", name="slurm-proxy-gpu", comment="slurm-proxy:hpc.debug"),  # name/comment differ
+        line(job_id="52", name="slurm-proxy-gpu", comment="slurm-proxy:other.gpu"),  # not asked for
+    )])
+    jobs = allocate.owned_jobs(login, [PROFILE, gpu], state)
+    assert {k: j.job_id for k, j in jobs.items()} == {"hpc.debug": "42", "hpc.gpu": "50"}
+    assert login.calls == [slurm.squeue_argv(names=["slurm-proxy-debug", "slurm-proxy-gpu"])]
+
+
+def test_owned_jobs_none(state: State) -> None:
+    assert allocate.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}

@@ -1,0 +1,82 @@
+"""hostkeys.py: the keys the login node trusts for a compute node, from ``ssh-keygen -F``.
+
+ssh-keygen -F prints ``# Host NODE found: line N `` (then ``CA`` or ``REVOKED`` for marked lines)
+before each matching known_hosts line, as is.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from slurm_proxy import hostkeys
+
+ED = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+RSA = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
+HASHED = "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg="
+
+
+@pytest.mark.parametrize(
+    ("output", "keys"),
+    [
+        pytest.param("", [], id="nothing-known"),
+        pytest.param(f"# Host node1 found: line 3\nnode1 ssh-ed25519 {ED}\n",
+                     [f"ssh-ed25519 {ED}"], id="plain"),
+        pytest.param(f"# Host node1 found: line 3 \n{HASHED} ssh-rsa {RSA}\n",
+                     [f"ssh-rsa {RSA}"], id="hashed"),
+        pytest.param(f"node1,10.0.0.1 ssh-ed25519 {ED} root@node1\n",
+                     [f"ssh-ed25519 {ED}"], id="host-list-and-comment-dropped"),
+        pytest.param(f"# Host node1 found: line 1 CA\n@cert-authority *.cluster ssh-ed25519 {ED}\n", [],
+                     id="cert-authority-dropped"),
+        pytest.param(
+            f"# Host node1 found: line 3\nnode1 ssh-ed25519 {ED}\n"
+            f"# Host node1 found: line 9\nnode1 ssh-ed25519 {ED}\n"
+            f"# Host node1 found: line 2\nnode1 ssh-rsa {RSA}\n",
+            [f"ssh-ed25519 {ED}", f"ssh-rsa {RSA}"],
+            id="duplicates-from-both-files-once-order-kept",
+        ),
+        pytest.param(f"\n   \n\tnode1   ssh-ed25519\t{ED}  \n", [f"ssh-ed25519 {ED}"],
+                     id="blank-lines-and-odd-spacing"),
+        pytest.param("node1 ssh-ed25519\nnode1\n", [], id="truncated-lines-dropped"),
+        pytest.param(f"#node1 ssh-ed25519 {ED}\n", [], id="commented-out"),
+    ],
+)
+def test_parse(output: str, keys: list[str]) -> None:
+    assert hostkeys.parse(output) == keys
+
+
+def test_parse_never_keeps_a_host_name_or_newline() -> None:
+    keys = hostkeys.parse(f"node1 ssh-ed25519 {ED}\r\n{HASHED} ssh-rsa {RSA}\n")
+    assert keys == [f"ssh-ed25519 {ED}", f"ssh-rsa {RSA}"]
+    assert all(len(k.split()) == 2 for k in keys)
+
+
+def test_parse_does_not_trust_a_revoked_key() -> None:
+    output = (f"# Host node1 found: line 3\nnode1 ssh-rsa {RSA}\n"
+              f"# Host node1 found: line 7 REVOKED\n@revoked * ssh-rsa {RSA}\n"
+              f"# Host node1 found: line 4\nnode1 ssh-ed25519 {ED}\n")
+    assert hostkeys.parse(output) == [f"ssh-ed25519 {ED}"]
+
+
+def test_lookup_argv_shape() -> None:
+    argv = hostkeys.lookup_argv("node1")
+    assert argv[:2] == ["sh", "-c"]
+    assert argv[3:] == ["sh", "node1"]
+    script = argv[2]
+    for f in hostkeys.KNOWN_HOSTS_FILES:
+        assert f'ssh-keygen -F "$1" -f {f}' in script
+    assert script.endswith("exit 0")
+
+
+@pytest.mark.parametrize(
+    "node",
+    ["node1", "$(touch /tmp/pwned)", "node1; rm -rf ~", "`id`", "-oProxyCommand=x", "a'b\"c", "n\nx"],
+)
+def test_lookup_argv_passes_the_node_as_its_own_word(node: str) -> None:
+    argv = hostkeys.lookup_argv(node)
+    assert argv[-1] == node
+    assert node not in argv[2]  # never part of the script text
+    assert argv[2] == hostkeys.lookup_argv("other")[2]  # the script does not depend on the node
+    # Login.run sends shlex.join(argv) to the remote shell: the node comes back as one word.
+    assert shlex.split(shlex.join(argv)) == argv

@@ -1,0 +1,166 @@
+"""sshconfig.py: the Host block for slurm-* aliases, and installing it into ~/.ssh/config."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+
+from slurm_proxy import sshconfig
+from slurm_proxy.sshconfig import BEGIN, END
+
+CMD = ["/usr/local/bin/slurm-proxy"]
+KNOWN = Path("/home/me/.local/state/slurm-proxy/known_hosts")
+
+
+def block(prefix: str = "slurm-", command: list[str] | None = None, known_hosts: Path = KNOWN) -> str:
+    return sshconfig.host_block(prefix, command or CMD, known_hosts)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- the block --------------------------------------------------------------------------------
+
+def test_host_block_exact() -> None:
+    assert block() == (
+        f"{BEGIN}\n"
+        "Host slurm-*\n"
+        "    ProxyCommand /usr/local/bin/slurm-proxy %h\n"
+        '    UserKnownHostsFile "/home/me/.local/state/slurm-proxy/known_hosts"\n'
+        "    CheckHostIP no\n"
+        "    ServerAliveInterval 30\n"
+        "Match all\n"
+        f"{END}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["/home/a b/venv/bin/python", "-m", "slurm_proxy"], "'/home/a b/venv/bin/python' -m slurm_proxy"),
+        (["/home/u/100%/bin/slurm-proxy"], "/home/u/100%%/bin/slurm-proxy"),
+        (["/opt/my 50% tools/slurm-proxy"], "'/opt/my 50%% tools/slurm-proxy'"),
+        (["/opt/it's/slurm-proxy"], "'/opt/it'\"'\"'s/slurm-proxy'"),
+        (["/opt/%h/slurm-proxy"], "/opt/%%h/slurm-proxy"),
+    ],
+)
+def test_host_block_quotes_and_escapes_the_command(command: list[str], shown: str) -> None:
+    text = block(command=command)
+    assert f"    ProxyCommand {shown} %h\n" in text
+    # What ssh runs, once it has turned %% into %, is the command again, word for word.
+    proxy_line = next(ln for ln in text.splitlines() if "ProxyCommand" in ln)
+    words = shlex.split(proxy_line.split("ProxyCommand ", 1)[1].replace("%%", "%"))
+    assert words[:-1] == command
+    assert words[-1] == "%h"
+
+
+@pytest.mark.parametrize(
+    ("known_hosts", "shown"),
+    [
+        (Path("/home/a b/state/known_hosts"), '"/home/a b/state/known_hosts"'),
+        (Path("/home/u/100%/known_hosts"), '"/home/u/100%%/known_hosts"'),
+        (Path("/srv/%h/known_hosts"), '"/srv/%%h/known_hosts"'),
+    ],
+)
+def test_host_block_quotes_and_escapes_the_known_hosts_file(known_hosts: Path, shown: str) -> None:
+    assert f"    UserKnownHostsFile {shown}\n" in block(known_hosts=known_hosts)
+
+
+def test_host_block_prefix() -> None:
+    assert "\nHost hpc-*\n" in block(prefix="hpc-")
+
+
+def test_host_block_ends_by_matching_all_hosts_again() -> None:
+    lines = block().splitlines()
+    assert lines[0] == BEGIN and lines[-1] == END
+    assert lines[-2] == "Match all"
+
+
+# --- installing -------------------------------------------------------------------------------
+
+USER_CONFIG = "Host hpc\n    HostName login.hpc.example.org\n    User me\n"
+
+
+def test_install_into_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "dot-ssh" / "config"
+    assert sshconfig.install(block(), path) is True
+    assert path.read_text() == block()
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert not path.with_name("config.slurm-proxy.bak").exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config"]  # no temporary file left
+
+
+def test_install_into_an_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(USER_CONFIG)
+    path.chmod(0o644)
+    assert sshconfig.install(block(), path) is True
+    assert path.read_text() == block() + USER_CONFIG
+    assert mode(path) == 0o600
+    backup = tmp_path / "config.slurm-proxy.bak"
+    assert backup.read_text() == USER_CONFIG
+    assert mode(backup) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.slurm-proxy.bak"]
+
+
+def test_install_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(USER_CONFIG)
+    assert sshconfig.install(block(), path) is True
+    before = path.read_text()
+    stat_before = path.stat()
+    backup_before = (tmp_path / "config.slurm-proxy.bak").read_text()
+    assert sshconfig.install(block(), path) is False
+    assert path.read_text() == before
+    assert path.stat().st_ino == stat_before.st_ino  # not even rewritten
+    assert path.stat().st_mtime_ns == stat_before.st_mtime_ns
+    assert (tmp_path / "config.slurm-proxy.bak").read_text() == backup_before
+
+
+@pytest.mark.parametrize("tail", ["\n", ""], ids=["newline-after-end", "end-at-eof"])
+def test_install_replaces_an_older_block_in_place(tmp_path: Path, tail: str) -> None:
+    path = tmp_path / "config"
+    old_block = f"{BEGIN}\nHost slurm-*\n    ProxyCommand /old/slurm-proxy %h\n{END}{tail}"
+    before = "# my settings\nHost a\n    User x\n\n"
+    after = USER_CONFIG if tail else ""
+    original = before + old_block + after
+    path.write_text(original)
+    assert sshconfig.install(block(), path) is True
+    assert path.read_text() == before + block() + after
+    assert path.read_text().count(BEGIN) == 1
+    assert "/old/slurm-proxy" not in path.read_text()
+    assert (tmp_path / "config.slurm-proxy.bak").read_text() == original
+
+
+def test_install_replaces_only_the_first_block(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    old = f"{BEGIN}\nold one\n{END}\n"
+    path.write_text(old + USER_CONFIG + old)
+    assert sshconfig.install(block(), path) is True
+    assert path.read_text() == block() + USER_CONFIG + old
+
+
+def test_install_a_changed_block_keeps_the_user_config(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    sshconfig.install(block(), path)
+    path.write_text(path.read_text() + USER_CONFIG)
+    other = block(command=["/new/slurm-proxy"], known_hosts=tmp_path / "kh")
+    assert sshconfig.install(other, path) is True
+    assert path.read_text() == other + USER_CONFIG
+
+
+def test_install_through_a_symlink_updates_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "dotfiles" / "ssh_config"
+    target.parent.mkdir()
+    target.write_text(USER_CONFIG)
+    link = tmp_path / "config"
+    link.symlink_to(target)
+    sshconfig.install(block(), link)
+    assert link.is_symlink()
+    assert target.read_text() == block() + USER_CONFIG
+
