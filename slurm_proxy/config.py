@@ -138,6 +138,7 @@ def config_path() -> Path:
 
 def load(path: Path | None = None) -> Config:
     path = path or config_path()
+    _check_not_writable_by_others(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -151,6 +152,20 @@ def load(path: Path | None = None) -> Config:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise ConfigError(path, f"invalid TOML: {msg}", int(m.group(1)) if m else None) from None
     return _Reader(path, text).config(data)
+
+
+def _check_not_writable_by_others(path: Path) -> None:
+    """Whoever can write the config can choose what runs on the login node: only its owner."""
+    if os.name == "nt":
+        return
+    for p, what in ((path, "file"), (path.parent, "directory")):
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o002:
+            raise ConfigError(path, f"the config {what} {p} is writable by everyone; "
+                                    f"run: chmod go-w {p}")
 
 
 # --- validation -------------------------------------------------------------------------------

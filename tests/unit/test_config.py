@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -433,3 +434,14 @@ def test_config_path_defaults_to_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_empty_prefix_is_refused(tmp_path: Path) -> None:
     load_error(tmp_path, 'prefix = ""\n' + CLUSTER + "[profiles.p]\n")
+
+
+@pytest.mark.parametrize("target", ["file", "directory"])
+def test_world_writable_config_is_refused(tmp_path: Path, target: str) -> None:
+    d = tmp_path / "cfg"
+    d.mkdir()
+    path = d / "config.toml"
+    path.write_text('[clusters.c]\nlogin = "hpc"\n[profiles.p]\ncpus = 1\n')
+    os.chmod(path if target == "file" else d, 0o777 if target == "directory" else 0o666)
+    with pytest.raises(ConfigError, match="writable by everyone"):
+        config.load(path)
