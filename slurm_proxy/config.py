@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -259,11 +260,7 @@ class _Reader:
             raise self.error("prefix must be 1 to 32 letters, digits, '_', '.', '-'", None, "prefix")
 
         clusters = {}
-        for name, body in self.table(data, "clusters").items():
-            where = f"clusters.{name}"
-            self.check_table_name(name, "cluster", where)
-            if not isinstance(body, dict):
-                raise self.error(f"[{where}] must be a table", where)
+        for name, body, where in self.named_tables(data, "clusters", "cluster"):
             for key in body:
                 if key != "login":
                     raise self.error(f"unknown key {key!r} in [{where}] (expected login)", where, key)
@@ -279,11 +276,7 @@ class _Reader:
         if "cluster" in defaults:
             raise self.error("cluster belongs in a profile, not in [defaults]", "defaults", "cluster")
         profiles = {}
-        for name, body in self.table(data, "profiles").items():
-            where = f"profiles.{name}"
-            self.check_table_name(name, "profile", where)
-            if not isinstance(body, dict):
-                raise self.error(f"[{where}] must be a table", where)
+        for name, body, where in self.named_tables(data, "profiles", "profile"):
             values = {**defaults, **self.profile_values(body, where)}
             cluster_name = values.pop("cluster", None)
             if cluster_name is None:
@@ -298,10 +291,17 @@ class _Reader:
             raise self.error("no [profiles.NAME] table")
         return Config(path=self.path, prefix=prefix, clusters=clusters, profiles=profiles)
 
-    def check_table_name(self, name: str, what: str, where: str) -> None:
-        if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME or not name.isascii():
-            raise self.error(f"{what} name {name!r} may hold only letters, digits, '_', '.', '-' "
-                             f"(at most {MAX_NAME}, starting with a letter or digit)", where)
+    def named_tables(self, data: dict[str, Any], key: str,
+                     what: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+        """``[key.NAME]`` tables as (NAME, body, "key.NAME"), each name and body checked."""
+        for name, body in self.table(data, key).items():
+            where = f"{key}.{name}"
+            if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME or not name.isascii():
+                raise self.error(f"{what} name {name!r} may hold only letters, digits, '_', '.', "
+                                 f"'-' (at most {MAX_NAME}, starting with a letter or digit)", where)
+            if not isinstance(body, dict):
+                raise self.error(f"[{where}] must be a table", where)
+            yield name, body, where
 
     def profile_values(self, body: dict[str, Any], where: str) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -49,11 +49,6 @@ class Job(NamedTuple):
         return self.state in ENDED_STATES
 
     @property
-    def ours(self) -> bool:
-        """Named and commented by slurm-proxy (ownership also needs the local record)."""
-        return self.name.startswith(JOB_NAME_PREFIX) and self.comment.startswith(COMMENT)
-
-    @property
     def node(self) -> str:
         return self.nodes[0] if self.nodes else ""
 

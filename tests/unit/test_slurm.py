@@ -161,21 +161,6 @@ def test_active_and_ended_states_are_disjoint() -> None:
     assert not slurm.ACTIVE_STATES & slurm.ENDED_STATES
 
 
-@pytest.mark.parametrize(
-    ("name", "comment", "ours"),
-    [
-        ("slurm-proxy-debug", "slurm-proxy:test.debug", True),
-        ("slurm-proxy-debug", "slurm-proxy", True),
-        ("slurm-proxy-debug", "", False),
-        ("slurm-proxy-debug", "my own job", False),
-        ("debug", "slurm-proxy:test.debug", False),
-        ("interactive", "", False),
-    ],
-)
-def test_job_ours(name: str, comment: str, ours: bool) -> None:
-    assert make_job(name=name, comment=comment).ours is ours
-
-
 def test_job_node_is_first_node_or_empty() -> None:
     assert make_job(nodes=("gpu01", "gpu02")).node == "gpu01"
     assert make_job(nodes=()).node == ""
@@ -311,7 +296,6 @@ def test_job_name() -> None:
 
 def test_job_comment() -> None:
     assert slurm.job_comment("hpc.gpu2") == "slurm-proxy:hpc.gpu2"
-    assert make_job(name=slurm.job_name("gpu2"), comment=slurm.job_comment("hpc.gpu2")).ours
 
 
 @pytest.mark.parametrize(("job_id", "number"), [("123", 123), ("123_4", 123), ("123+0", 123),
