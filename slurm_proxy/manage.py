@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from itertools import groupby
 from typing import NamedTuple
 
-from . import log, paths, slurm
+from . import log, paths, proxy, slurm
 from .allocate import Allocator, owned_jobs
 from .config import Config, Profile
 from .login import OpenSSHLogin
@@ -26,7 +26,7 @@ def up(cfg: Config, profile: Profile, wait: bool,
     alloc = Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()),
                       cfg.prefix + profile.name, report=report)
     if wait:
-        return alloc.ensure_running()
+        return proxy.ensure_running(alloc)
     job = alloc.query()
     if job is None:
         alloc.submit()

@@ -15,6 +15,7 @@ from . import config, log, paths
 from .allocate import Allocator
 from .errors import Interrupted, SlurmProxyError
 from .login import OpenSSHLogin
+from .slurm import Job
 from .state import State
 
 SSH_PORT = 22
@@ -50,9 +51,16 @@ def allocator(alias: str, config_path: Path | None = None) -> Allocator:
 
 def connect(alias: str, config_path: Path | None = None) -> int:
     alloc = allocator(alias, config_path)
+    job = ensure_running(alloc)
+    return alloc.login.forward_stdio(job.node, SSH_PORT)
+
+
+def ensure_running(alloc: Allocator) -> Job:
+    """The allocator's find-or-submit-and-wait; a signal while waiting cancels the job this very
+    invocation submitted (a job that runs already is left to the idle timer)."""
     try:
         with _signals_raise():
-            job = alloc.ensure_running()
+            return alloc.ensure_running()
     except _Signalled as s:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -63,7 +71,6 @@ def connect(alias: str, config_path: Path | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Interrupted(s.signame, job_id, cancelled) from None
-    return alloc.login.forward_stdio(job.node, SSH_PORT)
 
 
 def run_reporting(func: Callable[..., int], *args: object) -> int:
