@@ -90,9 +90,7 @@ class OpenSSHLogin:
         answer = self._ask_ssh_g()
         known = known if isinstance(known, dict) else {}
         known[self.destination] = [stamp, answer]
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache)
+        paths.write_private(cache, json.dumps(known))
         return answer
 
     def _ask_ssh_g(self) -> bool:

@@ -7,7 +7,7 @@ from itertools import groupby
 from typing import NamedTuple
 
 from . import log, paths, proxy, slurm
-from .allocate import Allocator, owned_jobs
+from .allocate import owned_jobs
 from .config import Config, Profile
 from .login import OpenSSHLogin
 from .slurm import Job
@@ -23,8 +23,7 @@ def _by_cluster(profiles: Iterable[Profile]) -> Iterable[tuple[str, list[Profile
 def up(cfg: Config, profile: Profile, wait: bool,
        report: Callable[[Job, float], None] | None = None) -> Job | None:
     """Allocate ahead of time; with ``wait``, until the job runs."""
-    alloc = Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()),
-                      cfg.prefix + profile.name, report=report)
+    alloc = proxy.allocator(profile, cfg.prefix + profile.name, report)
     if wait:
         return proxy.ensure_running(alloc)
     job = alloc.query()

@@ -29,6 +29,22 @@ def home() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "slurm-proxy"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file that is 0600 from its creation on."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` 0700 if missing; refuse one that is a symlink, not ours, or open to others."""
     try:

@@ -13,6 +13,7 @@ from types import FrameType
 
 from . import config, log, paths
 from .allocate import Allocator
+from .config import Profile
 from .errors import Interrupted, SlurmProxyError
 from .login import OpenSSHLogin
 from .slurm import Job
@@ -43,14 +44,14 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def allocator(alias: str, config_path: Path | None = None) -> Allocator:
-    cfg = config.load(config_path)
-    profile = cfg.profile_for_alias(alias)
-    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()), alias)
+def allocator(profile: Profile, alias: str,
+              report: Callable[[Job, float], None] | None = None) -> Allocator:
+    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()), alias,
+                     report=report)
 
 
 def connect(alias: str, config_path: Path | None = None) -> int:
-    alloc = allocator(alias, config_path)
+    alloc = allocator(config.load(config_path).profile_for_alias(alias), alias)
     job = ensure_running(alloc)
     return alloc.login.forward_stdio(job.node, SSH_PORT)
 

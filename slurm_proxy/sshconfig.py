@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import paths
+
 BEGIN = "# >>> slurm-proxy >>>"
 END = "# <<< slurm-proxy <<<"
 
@@ -50,11 +52,6 @@ def install(block: str, path: Path) -> bool:
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if old:
-        backup = path.with_name(path.name + ".slurm-proxy.bak")
-        backup.write_text(old, encoding="utf-8")
-        os.chmod(backup, 0o600)
-    tmp = path.with_name(path.name + ".slurm-proxy.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+        paths.write_private(path.with_name(path.name + ".slurm-proxy.bak"), old)
+    paths.write_private(path, new)
     return True

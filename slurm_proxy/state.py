@@ -95,24 +95,8 @@ class State:
             lines = [f"{rec['alias']} {key}\n" for rec in data["jobs"].values()
                      if isinstance(rec, dict) and rec.get("alias")
                      for key in rec.get("host_keys", ())]
-            self._write(self.known_hosts, "".join(lines))
-            self._write(self.path, json.dumps(data, indent=1, sort_keys=True))
-
-    def _write(self, path: Path, text: str) -> None:
-        """Replace ``path`` atomically with a 0600 file."""
-        import tempfile
-
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+            paths.write_private(self.known_hosts, "".join(lines))
+            paths.write_private(self.path, json.dumps(data, indent=1, sort_keys=True))
 
     def record(self, rec: JobRecord) -> None:
         with self._locked() as data:
