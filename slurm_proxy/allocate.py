@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from . import hostkeys, jobscript, log, paths, slurm
 from .config import Profile
-from .errors import AllocationTimeout, JobEnded, SlurmError
+from .errors import AllocationTimeout, JobEnded, NodeError, SlurmError
 from .login import Login
 from .slurm import Job
 from .state import JobRecord, State
@@ -50,6 +50,7 @@ class Allocator:
         self.clock = clock
         self.sleep = sleep
         self.submitted: str | None = None  # job id this invocation submitted, if any
+        self.port = 0  # after ensure_running: the job's own sshd port (mode sshd), else 0
 
     # -- Slurm commands --------------------------------------------------------------------
     def query(self) -> Job | None:
@@ -109,22 +110,32 @@ class Allocator:
         return job
 
     def _remember_node(self, job: Job) -> None:
-        """Record the job (a job found by its name and comment is adopted), its node, and the
-        host keys the login node trusts for that node: fetched once per job and node."""
+        """Record the job (a job found by its name and comment is adopted), its node, and what
+        the login node says of that node (the host keys to trust, the port): asked once per job
+        and node."""
         rec = self.state.job(self.profile.key)
         if rec and (rec.job_id, rec.node, rec.alias) == (job.job_id, job.node, self.alias):
+            self.port = rec.port
             return
+        check = self.check_node(job)
+        self.port = check.port
         submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
-                                    self.host_keys(job.node)))
+                                    tuple(check.keys), check.port))
 
-    def host_keys(self, node: str) -> tuple[str, ...]:
-        res = self.login.run(hostkeys.lookup_argv(node))
-        keys = tuple(hostkeys.parse(res.stdout)) if res.returncode == 0 else ()
-        if not keys:
-            log.info(f"the login node knows no host key for {node}: ssh will ask you to confirm "
+    def check_node(self, job: Job) -> hostkeys.NodeCheck:
+        """Wait (on the login node) until the job's script is ready and its node takes
+        connections; a node that never does is an error, a node without known keys a warning."""
+        argv = jobscript.node_check_argv(self.profile.mode, job.node, job.job_id,
+                                         self.profile.cluster.keyscan)
+        res = self.login.run(argv)
+        check = hostkeys.parse_check(res.stdout)
+        if res.returncode != 0 or check.error:
+            raise NodeError(job.job_id, job.node, check.error or _detail(res.stderr))
+        if not check.keys:
+            log.info(f"the login node knows no host key for {job.node}: ssh will ask you to confirm "
                      "the key it presents")
-        return keys
+        return check
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -19,7 +19,7 @@ from . import init as initmod
 from .allocate import progress_line
 from .doctor import run_checks
 from .errors import SlurmProxyError
-from .login import OpenSSHLogin
+from .login import open_login
 from .state import State
 
 
@@ -172,7 +172,7 @@ def init(login: str | None, cluster_name: str | None, non_interactive: bool, for
                                  err=True)
         if not config.valid_login(login):
             raise click.BadParameter(f"{login!r} is not an ssh destination", param_hint="--login")
-        parts = initmod.partitions(OpenSSHLogin(login))
+        parts = initmod.partitions(open_login(login))
         if not parts:
             raise click.ClickException(f"sinfo on {login} lists no partitions")
         name = cluster_name or re.sub(r"[^A-Za-z0-9_-]", "-", login.split("@")[-1].split(".")[0])

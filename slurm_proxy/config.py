@@ -5,6 +5,8 @@
     time = "8:00:00"
     [clusters.hpc]
     login = "hpc"                # an ssh destination; ~/.ssh/config applies to it
+    mode = "adopt"               # or "sshd", "srun" (a profile may set its own)
+    backend = "openssh"          # or "paramiko"
     [profiles.gpu2]
     cluster = "hpc"              # optional when there is one cluster
     partition = "gpu"
@@ -40,9 +42,16 @@ OWNED_SBATCH_OPTIONS = (
 )
 
 
+MODES = ("adopt", "sshd", "srun")
+BACKENDS = ("openssh", "paramiko")
+
+
 class Cluster(NamedTuple):
     name: str
     login: str
+    mode: str = "adopt"  # how a session reaches the job: see MODES
+    backend: str = ""  # how slurm-proxy reaches the login node; "" = openssh if installed
+    keyscan: bool = False  # ask ssh-keyscan on the login node when it knows no key for a node
 
 
 class Profile(NamedTuple):
@@ -62,6 +71,7 @@ class Profile(NamedTuple):
     pending_timeout: int = 600  # seconds to wait for a queued job before giving up
     idle_timeout: int = 1800  # seconds without an ssh session before the job ends; 0 = never
     idle_check: int = 60  # seconds between idle checks in the job
+    mode: str = "adopt"  # the cluster's mode unless the profile sets its own
 
     @property
     def key(self) -> str:
@@ -190,8 +200,15 @@ _VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "cpus": (int, lambda v: 1 <= v <= 100_000, "a whole number from 1 to 100000"),
     "mem": (str, lambda v: bool(re.fullmatch(r"\d{1,9}[KMGT]?", v)), "like 32G or 4000M"),
     "time": (str, lambda v: _duration_ok(v, allow_zero=False), "a Slurm time like 8:00:00 or 1-00:00:00"),
+    "mode": (str, lambda v: v in MODES, " or ".join(repr(m) for m in MODES)),
 }
 _SECONDS = ("pending_timeout", "idle_timeout", "idle_check")
+_CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "login": (valid_login, "an ssh destination"),
+    "mode": (lambda v: v in MODES, " or ".join(repr(m) for m in MODES)),
+    "backend": (lambda v: v in BACKENDS, " or ".join(repr(b) for b in BACKENDS)),
+    "keyscan": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def _duration_ok(value: str, allow_zero: bool) -> bool:
@@ -261,14 +278,20 @@ class _Reader:
 
         clusters = {}
         for name, body, where in self.named_tables(data, "clusters", "cluster"):
-            for key in body:
-                if key != "login":
-                    raise self.error(f"unknown key {key!r} in [{where}] (expected login)", where, key)
+            for key, value in body.items():
+                expect = _CLUSTER_KEYS.get(key)
+                if expect is None:
+                    raise self.error(f"unknown key {key!r} in [{where}] (known: "
+                                     f"{', '.join(_CLUSTER_KEYS)})", where, key)
+                if key != "login" and not expect[0](value):
+                    raise self.error(f"{key} = {value!r}: expected {expect[1]}", where, key)
             login = body.get("login")
             if not valid_login(login):
                 raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
                                  "(a host name or ~/.ssh/config alias)", where, "login")
-            clusters[name] = Cluster(name=name, login=str(login))
+            clusters[name] = Cluster(name=name, login=str(login), mode=body.get("mode", "adopt"),
+                                     backend=body.get("backend", ""),
+                                     keyscan=body.get("keyscan", False))
         if not clusters:
             raise self.error("no [clusters.NAME] table with a login host")
 
@@ -286,6 +309,7 @@ class _Reader:
             if cluster_name not in clusters:
                 raise self.error(f"unknown cluster {cluster_name!r} (configured: "
                                  f"{', '.join(clusters)})", where, "cluster")
+            values.setdefault("mode", clusters[cluster_name].mode)
             profiles[name] = Profile(name=name, cluster=clusters[cluster_name], **values)
         if not profiles:
             raise self.error("no [profiles.NAME] table")

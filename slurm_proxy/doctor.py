@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import config, paths
+from .config import Cluster
 from .errors import SlurmProxyError
-from .login import OpenSSHLogin, find_ssh
+from .login import OpenSSHLogin, find_ssh, open_login
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 VSCODE_MIN_TIMEOUT = 60
@@ -48,7 +49,7 @@ def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
         return
 
     for cluster in sorted({p.cluster for p in profiles}):
-        yield from _check_cluster(cluster.login, cluster.name)
+        yield from _check_cluster(cluster)
 
     yield _check_vscode(any(p.pending_timeout > 15 for p in profiles))
 
@@ -57,21 +58,24 @@ def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
             yield _check_allocation(cfg.prefix + p.name)
 
 
-def _check_cluster(destination: str, name: str) -> Iterator[Check]:
-    login = OpenSSHLogin(destination)
+def _check_cluster(cluster: Cluster) -> Iterator[Check]:
+    destination = cluster.login
     try:
+        login = open_login(destination, cluster.backend)
         res = login.run(["sh", "-c", 'for c in "$@"; do command -v "$c" || echo "missing $c"; done',
                          "sh", *SLURM_COMMANDS])
     except SlurmProxyError as e:
         yield Check(f"login node {destination}", False, str(e),
                     f"make `ssh {destination}` work on its own first (keys, ~/.ssh/config)")
         return
-    yield Check(f"login node {destination}", True, f"cluster {name} answers")
+    yield Check(f"login node {destination}", True, f"cluster {cluster.name} answers")
     missing = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
     yield Check("Slurm commands", not missing,
                 "all found" if not missing else f"not found on {destination}: {', '.join(missing)}",
                 "" if not missing else "the login node needs the Slurm client commands on PATH "
                                        "for a non-interactive shell")
+    if not isinstance(login, OpenSSHLogin):
+        return
     sharing = [o for o in login.options if o.startswith("ControlPath=")]
     if not sharing:
         yield Check("connection sharing", True, "your ssh config sets its own ControlPath")

@@ -83,6 +83,16 @@ class JobEnded(SlurmProxyError):
         super().__init__(f"job {job_id} ended ({state}) before it could be used; connect again")
 
 
+class NodeError(SlurmProxyError):
+    """The job runs, but its node cannot take the session."""
+
+    def __init__(self, job_id: str, node: str, detail: str) -> None:
+        self.job_id = job_id
+        self.node = node
+        self.detail = detail
+        super().__init__(f"job {job_id} on {node}: {detail}")
+
+
 class AllocationTimeout(SlurmProxyError):
     def __init__(self, job_id: str, waited: float, reason: str, cancelled: bool) -> None:
         self.job_id = job_id

@@ -1,50 +1,108 @@
-"""The batch script of a slurm-proxy job.
+"""The shell slurm-proxy runs on the cluster: the batch script of its jobs, the user's own sshd
+(modes ``sshd`` and ``srun``), and the login node's one look at a new job's node.
 
-It holds the allocation for ssh sessions, leaves the job's ``SLURM_*`` variables where sessions
-can load them, and ends the job once no ssh session has used it for ``idle_timeout`` seconds.
+The batch script holds the allocation for ssh sessions, leaves the job's ``SLURM_*`` variables
+where sessions can load them, says when it is ready in ``~/.slurm-proxy/jobs/<jobid>`` (``ready``,
+``port N`` in mode sshd, or ``error …``), and ends the job once no ssh session has used it for
+``idle_timeout`` seconds. A session counts when an sshd process of the user's runs in one of the
+job's steps other than the batch step (pam_slurm_adopt puts sessions in the extern step; ``srun``
+makes a step per session) or is a child of the job's own sshd. A lingering VS Code server or tmux
+is not an sshd, so it does not keep an idle job alive.
 
-Sessions admitted by pam_slurm_adopt are adopted into the job's extern step, so
-``scontrol listpids`` lists them; an open session shows there as an sshd process of the user's
-(the step's own ``sleep`` belongs to root; a lingering VS Code server or tmux is not an sshd, so
-it does not keep an idle job alive).
+Every value reaches the shell as an argument or a checked number, never as script text.
 """
 
 from __future__ import annotations
 
-from .config import Profile
+from .config import MODES, Profile
+from .hostkeys import KNOWN_HOSTS_FILES
+
+READY_WAIT = 60.0  # seconds the login node waits for the batch script to say it is ready
+PROBE_WAIT = 15.0  # seconds it retries a node port that refuses connections
 
 # ~/.slurm-proxy/env.sh, sourced from a session: loads the variables of the job this very session
-# was adopted into (its cgroup path names the job), so several jobs on one node never mix.
+# runs in (its cgroup path names the job), so several jobs on one node never mix.
 ENV_LOADER = r"""# slurm-proxy: `. ~/.slurm-proxy/env.sh` loads the SLURM_* variables of this session's job
 __sp_job=$(sed -n 's|.*/job_\([0-9][0-9]*\)/.*|\1|p' /proc/self/cgroup 2>/dev/null | head -n 1)
 [ -n "$__sp_job" ] && [ -r "$HOME/.slurm-proxy/env/$__sp_job" ] && . "$HOME/.slurm-proxy/env/$__sp_job"
 unset __sp_job
 """
 
+# The user's host key for modes sshd and srun: made once, 0600, in the home the cluster shares; a
+# whole directory is renamed into place, so concurrent jobs never see half a key.
+HOST_KEY = "$HOME/.slurm-proxy/hostkey/ssh_host_ed25519_key"
+SP_HOSTKEY = r"""sp_hostkey() {
+    local d="$HOME/.slurm-proxy/hostkey" t
+    [ -s "$d/ssh_host_ed25519_key.pub" ] && return 0
+    (umask 077 && mkdir -p "$HOME/.slurm-proxy") || return 1
+    t=$(mktemp -d "$HOME/.slurm-proxy/hostkey.XXXXXX") || return 1
+    if ssh-keygen -q -t ed25519 -N '' -C "slurm-proxy host key of $USER" \
+            -f "$t/ssh_host_ed25519_key" </dev/null >/dev/null; then
+        mv -T "$t" "$d" 2>/dev/null || rm -rf "$t"
+    else
+        rm -rf "$t"
+    fi
+    [ -s "$d/ssh_host_ed25519_key.pub" ] && return 0
+    echo "cannot create $d (is ssh-keygen installed?)" >&2
+    return 1
+}
+"""
+
+# sp_sshd ARGS…: exec the user's own sshd with only public-key logins, the job's variables set in
+# every session (sshd keeps the first SetEnv only, so all go on one line), and sftp for scp.
+SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
+    local sshd v val env=""
+    if ! sshd=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v sshd); then
+        echo "no sshd on $(hostname) (install openssh-server there, or use mode adopt)" >&2
+        return 127
+    fi
+    sp_hostkey || return 1
+    for v in "${!SLURM_@}" CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
+        [ -n "${!v+set}" ] || continue
+        val=${!v}
+        case $val in *[\"\\]*|*$'\n'*) continue ;; esac
+        env+=" \"$v=$val\""
+    done
+    exec "$sshd" -f /dev/null -o "HostKey=""" + HOST_KEY + r"""" -o "AllowUsers=$(id -un)" \
+        -o UsePAM=no -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
+        -o PubkeyAuthentication=yes -o PidFile=none -o PrintMotd=no -o LogLevel=ERROR \
+        -o "Subsystem=sftp internal-sftp" ${env:+-o "SetEnv=${env# }"} "$@"
+}
+"""
+
 
 def batch_script(profile: Profile) -> str:
+    mode = profile.mode
+    sshd = mode == "sshd"
     return f"""#!/bin/bash
-# slurm-proxy: holds this allocation for ssh sessions (profile {profile.name}).
+# slurm-proxy: holds this allocation for ssh sessions (profile {profile.name}, mode {mode}).
 idle_timeout={int(profile.idle_timeout)}
 idle_check={int(profile.idle_check)}
 
 # The job's environment (and its GPUs), for sessions: . ~/.slurm-proxy/env.sh
 umask 077
-envdir="$HOME/.slurm-proxy/env"
-mkdir -p "$envdir"
+sp="$HOME/.slurm-proxy"
+mkdir -p "$sp/env" "$sp/jobs"
 for v in "${{!SLURM_@}}" CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
     [ -n "${{!v+set}}" ] && printf 'export %s=%q\\n' "$v" "${{!v}}"
-done > "$envdir/$SLURM_JOB_ID"
-cat > "$HOME/.slurm-proxy/env.sh.$SLURM_JOB_ID" <<'EOF'
+done > "$sp/env/$SLURM_JOB_ID"
+cat > "$sp/env.sh.$SLURM_JOB_ID" <<'EOF'
 {ENV_LOADER}EOF
-mv -f "$HOME/.slurm-proxy/env.sh.$SLURM_JOB_ID" "$HOME/.slurm-proxy/env.sh"
-trap 'rm -f "$envdir/$SLURM_JOB_ID"' EXIT
+mv -f "$sp/env.sh.$SLURM_JOB_ID" "$sp/env.sh"
+sshd_pid=
+ready="$sp/jobs/$SLURM_JOB_ID"
+cleanup() {{ rm -f "$sp/env/$SLURM_JOB_ID" "$ready" "$ready".*; [ -z "$sshd_pid" ] || kill "$sshd_pid"; }}
+trap cleanup EXIT
 trap 'exit 0' TERM
 
+# Tell the login node this job is ready (or why it never will be).
+say() {{ printf '%s\\n' "$1" > "$ready.new" && mv -f "$ready.new" "$ready"; }}
+{_SSHD_START if sshd else 'say ready'}
 me=$(id -u)
 sessions() {{
+    if [ -n "$sshd_pid" ] && pgrep -P "$sshd_pid" >/dev/null 2>&1; then echo "$sshd_pid"; return; fi
     scontrol listpids "$SLURM_JOB_ID" 2>/dev/null | while read -r pid _ step _; do
-        [ "$step" = extern ] && [ "$pid" -gt 0 ] 2>/dev/null || continue
+        [ "$step" != batch ] && [ "$pid" -gt 0 ] 2>/dev/null || continue
         [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$me" ] || continue
         case "$(cat "/proc/$pid/comm" 2>/dev/null)" in sshd*) echo "$pid"; return ;; esac
     done
@@ -53,6 +111,10 @@ sessions() {{
 last=$(date +%s)
 while :; do
     sleep "$idle_check" & wait $!
+    if [ -n "$sshd_pid" ] && ! kill -0 "$sshd_pid" 2>/dev/null; then
+        echo "slurm-proxy: the job's sshd exited, ending the job"
+        exit 1
+    fi
     [ "$idle_timeout" -gt 0 ] || continue
     now=$(date +%s)
     if [ -n "$(sessions)" ]; then
@@ -63,3 +125,81 @@ while :; do
     fi
 done
 """
+
+
+# Mode sshd: the user's sshd listens on a free port of the node's address, tried until one is free.
+_SSHD_START = SP_SSHD + r"""listening() { (exec 3<>"/dev/tcp/$SLURMD_NODENAME/$1") 2>/dev/null; }
+started=
+for try in 1 2 3 4 5 6 7 8 9 10; do
+    port=$((20000 + RANDOM % 30000))
+    listening "$port" && continue
+    sp_sshd -D -e -o "ListenAddress=$SLURMD_NODENAME:$port" 2>"$ready.log" &
+    sshd_pid=$!
+    for i in $(seq 50); do
+        kill -0 "$sshd_pid" 2>/dev/null || break
+        listening "$port" && { started=$port; break 2; }
+        sleep 0.1
+    done
+    kill "$sshd_pid" 2>/dev/null; wait "$sshd_pid" 2>/dev/null; sshd_pid=
+    grep -q 'Address already in use' "$ready.log" 2>/dev/null || break
+done
+if [ -z "$started" ]; then
+    say "error $(tail -n 1 "$ready.log" 2>/dev/null || echo "sshd did not start")"
+    exit 1
+fi
+say "port $started"
+"""
+
+
+def srun_argv(job_id: str) -> list[str]:
+    """Mode srun: on the login node, an sshd speaking on stdio inside a new step of the job.
+    ``-u`` matters: a buffered srun holds back the SSH handshake."""
+    return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u",
+            "bash", "-c", SP_SSHD + 'sp_sshd "$@"', "sp_sshd", "-i", "-e"]
+
+
+def node_check_argv(mode: str, node: str, job_id: str, keyscan: bool = False) -> list[str]:
+    """On the login node, once per job and node: wait until the batch script says the job is
+    ready, then until the node's port takes connections, and print what ssh must trust there.
+
+    Output, for ``hostkeys.parse`` and ``hostkeys.status``: known_hosts lines for the node (the
+    login node's own for mode adopt, the user's host key otherwise), and ``#port N`` or
+    ``#error …`` lines."""
+    if mode not in MODES:
+        raise ValueError(mode)
+    lookup = "; ".join(f'ssh-keygen -F "$node" -f {f} 2>/dev/null' for f in KNOWN_HOSTS_FILES)
+    script = SP_HOSTKEY + rf"""mode=$1 node=$2 job=$3 keyscan=$4
+ready="$HOME/.slurm-proxy/jobs/$job" line= port=22
+for i in $(seq {int(READY_WAIT * 5)}); do
+    [ -s "$ready" ] && line=$(head -n 1 "$ready") && break
+    sleep 0.2
+done
+case $line in
+    error*) echo "#$line"; exit 0 ;;
+    "port "*) port=${{line#port }}; echo "#$line" ;;
+    ready) ;;
+    *) if [ "$mode" = sshd ]; then
+           echo "#error the job's script never said it was ready (is your home shared with the nodes?)"
+           exit 0
+       fi ;;
+esac
+if [ "$mode" != srun ]; then
+    for i in $(seq {int(PROBE_WAIT * 5)}); do
+        timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$node" "$port" 2>/dev/null && break
+        if [ "$i" -eq {int(PROBE_WAIT * 5)} ]; then
+            echo "#error $node:$port refuses connections from the login node"
+            exit 0
+        fi
+        sleep 0.2
+    done
+fi
+if [ "$mode" = adopt ]; then
+    keys=$({lookup})
+    [ -z "$keys" ] && [ "$keyscan" = 1 ] && keys=$(ssh-keyscan -T 5 -p "$port" "$node" 2>/dev/null)
+    printf '%s\n' "$keys"
+else
+    sp_hostkey && printf '%s %s\n' "$node" "$(cat "$HOME/.slurm-proxy/hostkey/ssh_host_ed25519_key.pub")"
+fi
+exit 0
+"""
+    return ["bash", "-c", script, "slurm-proxy", mode, node, job_id, "1" if keyscan else "0"]

@@ -38,6 +38,23 @@ class Login(Protocol):
     def forward_stdio(self, host: str, port: int) -> int:
         """Join our stdin/stdout to ``host:port`` as seen from the login node."""
 
+    def forward_command(self, argv: Sequence[str]) -> int:
+        """Join our stdin/stdout to ``argv`` run on the login node; its exit status."""
+
+
+def open_login(destination: str, backend: str = "") -> Login:
+    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, or no
+    ``ssh`` client is installed. Only the paramiko backend imports paramiko."""
+    if backend != "paramiko":
+        try:
+            return OpenSSHLogin(destination)
+        except LoginError:
+            if backend == "openssh":
+                raise
+    from .paramiko_login import ParamikoLogin
+
+    return ParamikoLogin(destination)
+
 
 def find_ssh() -> str:
     """``$SLURM_PROXY_SSH``, else the first ``ssh`` on PATH (without importing shutil)."""
@@ -121,13 +138,25 @@ class OpenSSHLogin:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def forward_stdio(self, host: str, port: int) -> int:
-        cmd = [self.ssh, *self.options, "-W", f"{host}:{port}", "--", self.destination]
+        return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])
+
+    def forward_command(self, argv: Sequence[str]) -> int:
+        return self._hand_over(["-T", "-e", "none", "--", self.destination, shlex.join(argv)])
+
+    def _hand_over(self, args: list[str]) -> int:
+        """Become ``ssh ARGS``: our stdio is its stdio from here on."""
+        cmd = [self.ssh, *self.options, *args]
         log.debug("exec: " + shlex.join(cmd))
         sys.stdout.flush()
-        if os.name == "nt" or os.environ.get("SLURM_PROXY_NO_EXEC"):
-            # No exec that replaces the process on Windows: a child with our stdio instead.
+        if no_exec():
             return subprocess.call(cmd)
         os.execv(self.ssh, cmd)
+
+
+def no_exec() -> bool:
+    """Windows has no exec that replaces the process (nor fork, nor select on pipes): there a
+    child or a thread does the work. ``SLURM_PROXY_NO_EXEC`` takes that path anywhere."""
+    return os.name == "nt" or bool(os.environ.get("SLURM_PROXY_NO_EXEC"))
 
 
 def _mtime(path: str) -> float:

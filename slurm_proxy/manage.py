@@ -9,7 +9,7 @@ from typing import NamedTuple
 from . import log, paths, proxy, slurm
 from .allocate import owned_jobs
 from .config import Config, Profile
-from .login import OpenSSHLogin
+from .login import open_login
 from .slurm import Job
 from .state import State
 
@@ -39,7 +39,7 @@ def down(profiles: Iterable[Profile]) -> list[str]:
     records = state.jobs()
     cancelled = []
     for _, group in _by_cluster(profiles):
-        login = OpenSSHLogin(group[0].cluster.login)
+        login = open_login(group[0].cluster.login, group[0].cluster.backend)
         jobs = owned_jobs(login, group, state)
         mine = {p.key: jobs[p.key].job_id for p in group
                 if p.key in jobs and p.key in records and records[p.key].job_id == jobs[p.key].job_id}
@@ -72,7 +72,7 @@ def status(cfg: Config) -> list[StatusRow]:
     state = State(paths.home())
     rows = []
     for _, group in _by_cluster(cfg.profiles.values()):
-        jobs = owned_jobs(OpenSSHLogin(group[0].cluster.login), group, state)
+        jobs = owned_jobs(open_login(group[0].cluster.login, group[0].cluster.backend), group, state)
         for p in group:
             job = jobs.get(p.key)
             rows.append(StatusRow(

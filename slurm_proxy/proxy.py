@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from . import config, log, paths
+from . import config, jobscript, log, paths
 from .allocate import Allocator
 from .config import Profile
 from .errors import Interrupted, SlurmProxyError
-from .login import OpenSSHLogin
+from .login import open_login
 from .slurm import Job
 from .state import State
 
@@ -46,14 +46,16 @@ def _signals_raise() -> Iterator[None]:
 
 def allocator(profile: Profile, alias: str,
               report: Callable[[Job, float], None] | None = None) -> Allocator:
-    return Allocator(OpenSSHLogin(profile.cluster.login), profile, State(paths.home()), alias,
-                     report=report)
+    login = open_login(profile.cluster.login, profile.cluster.backend)
+    return Allocator(login, profile, State(paths.home()), alias, report=report)
 
 
 def connect(alias: str, config_path: Path | None = None) -> int:
     alloc = allocator(config.load(config_path).profile_for_alias(alias), alias)
     job = ensure_running(alloc)
-    return alloc.login.forward_stdio(job.node, SSH_PORT)
+    if alloc.profile.mode == "srun":
+        return alloc.login.forward_command(jobscript.srun_argv(job.job_id))
+    return alloc.login.forward_stdio(job.node, alloc.port or SSH_PORT)
 
 
 def ensure_running(alloc: Allocator) -> Job:

@@ -30,6 +30,7 @@ class JobRecord(NamedTuple):
     alias: str = ""
     node: str = ""
     host_keys: tuple[str, ...] = ()  # "<type> <base64>" the login node trusts for node
+    port: int = 0  # the job's own sshd (mode sshd); 0 = the node's sshd
 
 
 class State:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from slurm_proxy import allocate, hostkeys, jobscript, log, slurm
+from slurm_proxy import allocate, jobscript, log, slurm
 from slurm_proxy.allocate import Allocator
 from slurm_proxy.config import Cluster, Profile
-from slurm_proxy.errors import AllocationTimeout, JobEnded, SlurmError, SlurmOutputError
+from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
 from slurm_proxy.login import Result
 from slurm_proxy.state import JobRecord, State
 
@@ -61,6 +61,9 @@ class FakeLogin:
     def forward_stdio(self, host: str, port: int) -> int:
         raise AssertionError("allocate never forwards stdio")
 
+    def forward_command(self, argv: Sequence[str]) -> int:
+        raise AssertionError("allocate never forwards stdio")
+
     @property
     def commands(self) -> list[str]:
         return [argv[0] for argv in self.calls]
@@ -98,7 +101,7 @@ def allocator(login: FakeLogin, state: State, clock: FakeClock, profile: Profile
 
 SQUEUE = slurm.squeue_argv(names=["slurm-proxy-debug"])
 SBATCH = slurm.sbatch_argv(PROFILE.sbatch_options(), "slurm-proxy-debug", COMMENT)
-LOOKUP = hostkeys.lookup_argv("node1")
+LOOKUP = jobscript.node_check_argv("adopt", "node1", "42")
 NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,))
 
 
@@ -134,7 +137,7 @@ def test_warm_path_is_one_squeue(state: State, clock: FakeClock) -> None:
 
 
 def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State, clock: FakeClock) -> None:
-    login = FakeLogin(squeue=[out(RUNNING)], sh=[KEYS])
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
     allocator(login, state, clock).ensure_running()
     assert login.calls == [SQUEUE, LOOKUP]  # still no lock, no sbatch
     assert not (state.dir / "locks").exists()
@@ -152,17 +155,46 @@ def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State
 def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
                                                 recorded: dict[str, Any]) -> None:
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **recorded))
-    login = FakeLogin(squeue=[out(RUNNING)], sh=[KEYS])
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
     allocator(login, state, clock).ensure_running()
-    assert login.commands == ["squeue", "sh"]
+    assert login.commands == ["squeue", "bash"]
     assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", 1700000000.0, **NODE1)
 
 
-@pytest.mark.parametrize("lookup", [Result(0, "", ""), Result(1, f"node1 {ED}\n", "sh: error\n")],
-                         ids=["no-key-known", "lookup-failed"])
-def test_no_host_key_is_recorded_as_none(state: State, clock: FakeClock, lookup: Result,
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [(Result(0, "#error node1:22 refuses connections from the login node\n", ""),
+      "job 42 on node1: node1:22 refuses connections from the login node"),
+     (Result(1, "", "bash: fatal\n"), "job 42 on node1: bash: fatal")],
+    ids=["refused", "check-failed"],
+)
+def test_a_node_that_cannot_take_the_session_is_an_error_and_not_recorded(
+        state: State, clock: FakeClock, answer: Result, message: str) -> None:
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[answer])
+    with pytest.raises(NodeError) as e:
+        allocator(login, state, clock).ensure_running()
+    assert str(e.value) == message
+    assert state.job("hpc.debug") is None  # the next connect looks again
+
+
+def test_mode_sshd_records_the_port_and_the_users_host_key(state: State, clock: FakeClock) -> None:
+    profile = PROFILE._replace(mode="sshd")
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[out("#port 20345", f"node1 {ED}")])
+    alloc = allocator(login, state, clock, profile)
+    alloc.ensure_running()
+    assert login.calls[1] == jobscript.node_check_argv("sshd", "node1", "42")
+    assert alloc.port == 20345
+    assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", state.job("hpc.debug").submitted,  # type: ignore[union-attr]
+                                               port=20345, **NODE1)
+    warm = FakeLogin(squeue=[out(RUNNING)])
+    again = allocator(warm, state, clock, profile)
+    again.ensure_running()
+    assert warm.commands == ["squeue"] and again.port == 20345
+
+
+def test_no_host_key_is_recorded_as_none(state: State, clock: FakeClock,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    login = FakeLogin(squeue=[out(RUNNING)], sh=[lookup])
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[EMPTY])
     allocator(login, state, clock).ensure_running()
     record = state.job("hpc.debug")
     assert record is not None and record.host_keys == ()
@@ -176,7 +208,7 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
     login = FakeLogin(
         squeue=[EMPTY, EMPTY, out(PENDING), out(line(reason="Resources")), out(RUNNING)],
         sbatch=[Result(0, "42\n", "")],
-        sh=[KEYS],
+        bash=[KEYS],
     )
     alloc = allocator(login, state, clock)
     job = alloc.ensure_running()
@@ -193,10 +225,10 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
 
 
 def test_job_found_under_the_lock_is_not_submitted_again(state: State, clock: FakeClock) -> None:
-    login = FakeLogin(squeue=[EMPTY, out(PENDING), out(RUNNING)], sh=[KEYS])
+    login = FakeLogin(squeue=[EMPTY, out(PENDING), out(RUNNING)], bash=[KEYS])
     alloc = allocator(login, state, clock)
     assert alloc.ensure_running().job_id == "42"
-    assert login.commands == ["squeue", "squeue", "squeue", "sh"]
+    assert login.commands == ["squeue", "squeue", "squeue", "bash"]
     assert alloc.submitted is None
 
 
@@ -204,10 +236,10 @@ def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     pending = out(line(reason="Resources", start="2026-11-28T14:00:00"))
     login = FakeLogin(squeue=[pending, pending, pending, out(line(reason="Priority")), out(RUNNING)],
-                      sh=[KEYS])
+                      bash=[KEYS])
     job = allocator(login, state, clock).ensure_running()
     assert job.ready
-    assert login.commands == ["squeue"] * 5 + ["sh"]  # found pending: no lock, no sbatch
+    assert login.commands == ["squeue"] * 5 + ["bash"]  # found pending: no lock, no sbatch
     assert len(clock.sleeps) == 4
     err = capsys.readouterr().err.splitlines()
     assert err == [
@@ -219,7 +251,7 @@ def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock
 
 def test_running_in_prolog_is_not_ready(state: State, clock: FakeClock) -> None:
     prolog = out(line(state="RUNNING", reason="Prolog", nodes="node1"))
-    login = FakeLogin(squeue=[prolog, prolog, out(RUNNING)], sh=[KEYS])
+    login = FakeLogin(squeue=[prolog, prolog, out(RUNNING)], bash=[KEYS])
     job = allocator(login, state, clock).ensure_running()
     assert job.ready and job.reason == ""
     assert clock.sleeps == [0.25, 0.5]
@@ -311,7 +343,7 @@ def test_jobs_that_are_not_ours_are_ignored(state: State, clock: FakeClock) -> N
         line(job_id="12", state="RUNNING", reason="None", nodes="node9", comment="slurm-proxy:hpc.debug2"),
     ]
     login = FakeLogin(squeue=[out(*theirs), out(*theirs), out(*theirs, PENDING), out(*theirs, RUNNING)],
-                      sbatch=[Result(0, "42\n", "")], sh=[KEYS])
+                      sbatch=[Result(0, "42\n", "")], bash=[KEYS])
     job = allocator(login, state, clock).ensure_running()
     assert (job.job_id, job.node) == ("42", "node1")
     assert "sbatch" in login.commands
@@ -356,7 +388,7 @@ def test_unreadable_squeue_output_is_an_error(state: State, clock: FakeClock) ->
 def test_report_is_called_on_every_poll_with_the_time_waited(state: State, clock: FakeClock) -> None:
     seen: list[tuple[str, str, float]] = []
     login = FakeLogin(squeue=[out(PENDING), out(PENDING), out(line(reason="Resources")), out(RUNNING)],
-                      sh=[KEYS])
+                      bash=[KEYS])
     alloc = allocator(login, state, clock, report=lambda job, waited: seen.append(
         (job.job_id, job.reason, waited)))
     alloc.ensure_running()

@@ -139,9 +139,10 @@ def test_load_the_module_docstring_example(tmp_path: Path) -> None:
     example = config.__doc__.split("\n\n", 1)[1]
     cfg = config.load(write(tmp_path, example))
     assert cfg.prefix == "slurm-"
-    assert cfg.clusters == {"hpc": Cluster(name="hpc", login="hpc")}
+    hpc = Cluster(name="hpc", login="hpc", mode="adopt", backend="openssh")
+    assert cfg.clusters == {"hpc": hpc}
     assert cfg.profiles == {
-        "gpu2": Profile(name="gpu2", cluster=Cluster("hpc", "hpc"), partition="gpu", gres="gpu:2",
+        "gpu2": Profile(name="gpu2", cluster=hpc, partition="gpu", gres="gpu:2",
                         time="8:00:00"),
     }
     assert cfg.path == tmp_path / "config.toml"

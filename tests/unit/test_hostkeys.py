@@ -6,8 +6,6 @@ before each matching known_hosts line, as is.
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from slurm_proxy import hostkeys
@@ -59,24 +57,21 @@ def test_parse_does_not_trust_a_revoked_key() -> None:
     assert hostkeys.parse(output) == [f"ssh-ed25519 {ED}"]
 
 
-def test_lookup_argv_shape() -> None:
-    argv = hostkeys.lookup_argv("node1")
-    assert argv[:2] == ["sh", "-c"]
-    assert argv[3:] == ["sh", "node1"]
-    script = argv[2]
-    for f in hostkeys.KNOWN_HOSTS_FILES:
-        assert f'ssh-keygen -F "$1" -f {f}' in script
-    assert script.endswith("exit 0")
-
-
 @pytest.mark.parametrize(
-    "node",
-    ["node1", "$(touch /tmp/pwned)", "node1; rm -rf ~", "`id`", "-oProxyCommand=x", "a'b\"c", "n\nx"],
+    ("output", "check"),
+    [
+        pytest.param(f"node1 ssh-ed25519 {ED}\n", hostkeys.NodeCheck([f"ssh-ed25519 {ED}"]), id="adopt"),
+        pytest.param(f"#port 20345\nnode1 ssh-ed25519 {ED}\n",
+                     hostkeys.NodeCheck([f"ssh-ed25519 {ED}"], 20345), id="sshd"),
+        pytest.param("#error no sshd on node1 (install openssh-server there)\n",
+                     hostkeys.NodeCheck([], 0, "no sshd on node1 (install openssh-server there)"),
+                     id="error"),
+        pytest.param("#port 99999\n", hostkeys.NodeCheck([], 0, "bad port '99999'"), id="port-out-of-range"),
+        pytest.param("#port 22; rm -rf ~\n", hostkeys.NodeCheck([], 0, "bad port '22; rm -rf ~'"),
+                     id="port-not-a-number"),
+        pytest.param("#error\n", hostkeys.NodeCheck([], 0, "unknown error"), id="empty-error"),
+        pytest.param("", hostkeys.NodeCheck([]), id="nothing"),
+    ],
 )
-def test_lookup_argv_passes_the_node_as_its_own_word(node: str) -> None:
-    argv = hostkeys.lookup_argv(node)
-    assert argv[-1] == node
-    assert node not in argv[2]  # never part of the script text
-    assert argv[2] == hostkeys.lookup_argv("other")[2]  # the script does not depend on the node
-    # Login.run sends shlex.join(argv) to the remote shell: the node comes back as one word.
-    assert shlex.split(shlex.join(argv)) == argv
+def test_parse_check(output: str, check: hostkeys.NodeCheck) -> None:
+    assert hostkeys.parse_check(output) == check

@@ -1,0 +1,114 @@
+"""Every way to reach the job, through the real cluster: modes adopt, sshd and srun, each with
+the openssh and the paramiko login backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+from .cluster import SSH, as_user, err, jobs, text
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+MODES = ("adopt", "sshd", "srun")
+BACKENDS = ("openssh", "paramiko")
+COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}") for m in MODES for b in BACKENDS]
+STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
+TESTCLUSTER = cluster.TESTCLUSTER
+RUN = Path("/var/lib/slurm-proxy-testcluster/run")
+
+
+def config_env(tmp: Path, mode: str, backend: str) -> dict[str, str]:
+    path = tmp / f"{mode}-{backend}.toml"
+    cluster.write_config(path, f"""
+[defaults]
+partition = "debug"
+time = "1:00:00"
+[clusters.test]
+login = "testlogin"
+mode = "{mode}"
+backend = "{backend}"
+[profiles.debug]
+cpus = 1
+""")
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("mode", "backend"), COMBINATIONS)
+def test_session_copy_and_concurrency(mode: str, backend: str, user_tmp: Path) -> None:
+    env = config_env(user_tmp, mode, backend)
+    with ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda _: as_user([*STRICT, "slurm-debug", "echo $SLURM_JOB_ID"], env=env),
+                              range(4)))
+    assert [p.returncode for p in procs] == [0] * 4, [err(p) for p in procs]
+    (job_id, _name, state, _node), = jobs("slurm-proxy-debug")
+    assert state == "RUNNING"
+    assert {text(p).strip() for p in procs} == {job_id}  # every session knows its job
+
+    src = user_tmp / "payload.bin"
+    src.write_bytes(os.urandom(50 * 1024 * 1024))
+    os.chmod(src, 0o644)
+    back = user_tmp / "back.bin"
+    for args in ([str(src), "slurm-debug:payload.remote"], ["slurm-debug:payload.remote", str(back)]):
+        copy = as_user(["scp", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *args],
+                       env=env)
+        assert copy.returncode == 0, err(copy)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    assert [j[0] for j in jobs()] == [job_id]
+
+
+@pytest.fixture
+def node_sshds_stopped() -> Iterator[None]:
+    for node in ("node1", "node2"):
+        pid = int((RUN / f"sshd-{node}.pid").read_text())
+        os.kill(pid, 15)
+    yield
+    subprocess.run([str(TESTCLUSTER / "up")], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("mode", ["sshd", "srun"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modes_sshd_and_srun_need_no_node_sshd(mode: str, backend: str, user_tmp: Path,
+                                               node_sshds_stopped: None) -> None:
+    env = config_env(user_tmp, mode, backend)
+    proc = as_user([*STRICT, "-o", "ProxyCommand=slurm-proxy -v %h", "slurm-debug", "echo $SLURM_JOB_ID"],
+                   env=env)
+    assert proc.returncode == 0, err(proc)
+    assert text(proc).strip() == jobs()[0][0]
+    if mode == "srun":  # nothing ever connects to a node address: the session is srun's stdio
+        assert "-W" not in err(proc) and "direct-tcpip" not in err(proc)
+
+
+def test_mode_adopt_fails_clearly_without_the_node_sshd(user_tmp: Path, node_sshds_stopped: None) -> None:
+    proc = as_user([*STRICT, "slurm-debug", "true"], env=config_env(user_tmp, "adopt", "openssh"))
+    assert proc.returncode != 0
+    assert "node1:22 refuses connections from the login node" in err(proc) \
+        or "node2:22 refuses connections from the login node" in err(proc), err(proc)
+    assert "Traceback" not in err(proc)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_windows_path_without_exec(backend: str, user_tmp: Path) -> None:
+    env = {**config_env(user_tmp, "adopt", backend), "SLURM_PROXY_NO_EXEC": "1"}
+    payload = os.urandom(4 * 1024 * 1024)
+    proc = as_user([*STRICT, "slurm-debug", "sha256sum"], env=env, input=payload)
+    assert proc.returncode == 0, err(proc)
+    assert text(proc).split()[0] == hashlib.sha256(payload).hexdigest()
+
+
+def test_the_openssh_backend_never_imports_paramiko(user_tmp: Path) -> None:
+    env = config_env(user_tmp, "adopt", "openssh")
+    log = user_tmp / "imports.log"
+    proc = as_user([*SSH, "-o", f"ProxyCommand=python -X importtime -m slurm_proxy %h 2>{log}",
+                    "slurm-debug", "true"], env=env)
+    assert proc.returncode == 0, err(proc)
+    imported = log.read_text()
+    assert "slurm_proxy.proxy" in imported and "paramiko" not in imported

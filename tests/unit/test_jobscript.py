@@ -1,0 +1,49 @@
+"""jobscript.py: the shell slurm-proxy runs on the cluster takes every value as an argument."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from slurm_proxy import jobscript
+from slurm_proxy.config import MODES, Cluster, Profile
+
+HOSTILE = ["node1", "$(touch /tmp/pwned)", "node1; rm -rf ~", "`id`", "-oProxyCommand=x", "a'b\"c", "n\nx"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scripts_are_valid_bash(mode: str) -> None:
+    profile = Profile("debug", Cluster("hpc", "hpc"), mode=mode)
+    for script in (jobscript.batch_script(profile), jobscript.node_check_argv(mode, "n", "1")[2],
+                   jobscript.srun_argv("1")[-4]):
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_only_mode_sshd_starts_an_sshd_in_the_batch_script() -> None:
+    for mode in MODES:
+        script = jobscript.batch_script(Profile("debug", Cluster("hpc", "hpc"), mode=mode))
+        assert ("sp_sshd -D" in script) == (mode == "sshd")
+        assert ("say ready" in script) == (mode != "sshd")
+
+
+@pytest.mark.parametrize("node", HOSTILE)
+def test_node_check_passes_node_and_job_as_their_own_words(node: str) -> None:
+    argv = jobscript.node_check_argv("adopt", node, node)
+    assert argv[:2] == ["bash", "-c"] and argv[3:] == ["slurm-proxy", "adopt", node, node, "0"]
+    assert node not in argv[2]
+    assert argv[2] == jobscript.node_check_argv("sshd", "other", "7", keyscan=True)[2]
+    # Login.run sends shlex.join(argv) to the remote shell: each value comes back as one word.
+    assert shlex.split(shlex.join(argv)) == argv
+
+
+def test_node_check_refuses_an_unknown_mode() -> None:
+    with pytest.raises(ValueError):
+        jobscript.node_check_argv("rsh", "node1", "1")
+
+
+def test_srun_argv_runs_an_unbuffered_sshd_on_stdio_inside_the_job() -> None:
+    argv = jobscript.srun_argv("42")
+    assert argv[:7] == ["srun", "--jobid=42", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u"]
+    assert argv[-3:] == ["sp_sshd", "-i", "-e"]
