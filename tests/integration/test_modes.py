@@ -57,7 +57,8 @@ def test_session_copy_and_concurrency(mode: str, backend: str, user_tmp: Path) -
     src.write_bytes(os.urandom(50 * 1024 * 1024))
     os.chmod(src, 0o644)
     back = user_tmp / "back.bin"
-    for args in ([str(src), "slurm-debug:payload.remote"], ["slurm-debug:payload.remote", str(back)]):
+    remote = f"slurm-debug:{user_tmp}/remote.bin"  # the nodes share this machine's /tmp
+    for args in ([str(src), remote], [remote, str(back)]):
         copy = as_user(["scp", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *args],
                        env=env)
         assert copy.returncode == 0, err(copy)
