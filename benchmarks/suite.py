@@ -1,0 +1,222 @@
+"""The benchmark suite, side by side in one run on the loopback test cluster.
+
+    sudo /opt/slurm-proxy/venv/bin/python benchmarks/suite.py [--rounds 11] [--quick]
+
+Run as root it re-runs itself as the test user sptest (reading this file from stdin, since the
+checkout may not be readable by sptest). It prints a Markdown table:
+
+  startup      `slurm-proxy --version`
+  floor        multiplexed `ssh -W node:22` straight to the job's node (one node handshake)
+  jump         manual `ssh -J testlogin node` (a second full handshake with the login node)
+  warm         `ssh slurm-debug true` with the job running, per mode and backend
+  cold         `ssh slurm-debug true` with no job: submit, wait, connect
+  RUNNING →    from the job turning RUNNING (squeue polled every 50 ms by this script) to the
+  connected    end of a connect that was waiting for it, released early and late in the wait
+  16-way       16 concurrent cold connects: wall time, successes, jobs
+  RPCs         slurmctld RPCs of one warm connect (sdiag's per-user counts)
+  bulk         200 MB into `cat > /dev/null` through each mode and backend, beside the floor
+               and `ssh -J`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+USER = "sptest"
+VENV = Path("/opt/slurm-proxy/venv")
+STATE = Path("/home") / USER / ".local/state/slurm-proxy"
+SSH = ["ssh", "-o", "BatchMode=yes"]
+MODES = ("adopt", "sshd", "srun")
+BACKENDS = ("openssh", "paramiko")
+BULK_MB = 200
+
+
+def as_test_user() -> None:
+    home = f"/home/{USER}"
+    env = [f"HOME={home}", f"USER={USER}", f"LOGNAME={USER}", f"PATH={VENV}/bin:/usr/bin:/bin"]
+    with open(__file__, "rb") as me:
+        proc = subprocess.run(["runuser", "-u", USER, "--", "env", "-i", *env,
+                               str(VENV / "bin" / "python"), "-", *sys.argv[1:]], stdin=me)
+    sys.exit(proc.returncode)
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, stdin: int | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                          capture_output=True, env={**os.environ, **(env or {})})
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {argv}: {proc.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def squeue(*args: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j %T %N", *args], capture_output=True,
+                         text=True, check=True).stdout
+    return [line.split() for line in out.splitlines()]
+
+
+def cancel_all() -> None:
+    subprocess.run(["scancel", "-u", USER], check=True)
+    while squeue():
+        time.sleep(0.2)
+    (STATE / "state.json").unlink(missing_ok=True)
+
+
+def user_rpcs() -> int:
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    section = out.split("Remote Procedure Call statistics by user", 1)[1]
+    m = re.search(rf"^\s*{USER}\s*\(\s*\d+\)\s*count:(\d+)", section, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def config(directory: Path, mode: str, backend: str) -> dict[str, str]:
+    path = directory / f"{mode}-{backend}.toml"
+    path.write_text(f'[clusters.test]\nlogin = "testlogin"\nmode = "{mode}"\nbackend = "{backend}"\n'
+                    '[profiles.debug]\npartition = "debug"\ncpus = 1\ntime = "1:00:00"\n')
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+def median_of(rounds: int, **commands: Callable[[], float]) -> dict[str, float]:
+    """Each command ``rounds`` times, alternating, so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(rounds):
+        for k, f in commands.items():
+            times[k].append(f())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bulk(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """MB/s of BULK_MB from /dev/zero into `cat > /dev/null` at the far end."""
+    with subprocess.Popen(["head", "-c", f"{BULK_MB}M", "/dev/zero"], stdout=subprocess.PIPE) as src:
+        elapsed = run([*argv, "cat > /dev/null"], env, stdin=src.stdout.fileno())  # type: ignore[union-attr]
+    return BULK_MB / elapsed
+
+
+def block_nodes() -> list[str]:
+    """Hand jobs holding every CPU, so the next job pends (Resources)."""
+    ids = []
+    for _ in range(2):
+        out = subprocess.run(["sbatch", "--parsable", "-J", "blocker", "-p", "debug", "-N1", "-c2",
+                              "-o", "/dev/null", "--wrap", "sleep 600"],
+                             capture_output=True, text=True, check=True).stdout
+        ids.append(out.strip().split(";")[0])
+    while any(j[2] != "RUNNING" for j in squeue("-n", "blocker")):
+        time.sleep(0.2)
+    return ids
+
+
+def running_to_connected(release_after: float) -> float:
+    """Seconds from RUNNING to connected, for a connect that waited ``release_after`` s."""
+    cancel_all()
+    blockers = block_nodes()
+    done: list[float] = []
+
+    def connect() -> None:
+        run([*SSH, "slurm-debug", "true"])
+        done.append(time.perf_counter())
+
+    t = threading.Thread(target=connect)
+    t.start()
+    time.sleep(release_after)
+    subprocess.run(["scancel", *blockers], check=True)
+    running_at = None
+    while running_at is None:
+        if any(j[1] == "slurm-proxy-debug" and j[2] == "RUNNING" for j in squeue()):
+            running_at = time.perf_counter()
+        time.sleep(0.05)
+    t.join()
+    return done[0] - running_at
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, no late release")
+    args = ap.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    tmp = Path(tempfile.mkdtemp(prefix="sp-bench-"))
+    rows: list[tuple[str, str, str, str]] = []  # (what, value, ratio, goal)
+
+    startup = median_of(rounds, v=lambda: run([str(VENV / "bin" / "slurm-proxy"), "--version"]))["v"]
+    rows.append(("startup: `slurm-proxy --version`", f"{startup * 1000:.0f} ms", "", "≤ 150 ms"))
+
+    cold = []
+    for _ in range(3 if args.quick else 5):
+        cancel_all()
+        cold.append(run([*SSH, "slurm-debug", "true"]))
+    (_, _, _, node), = squeue()
+    sock = next(p for p in (STATE / "cm").iterdir() if p.is_socket())
+    floor_argv = [*SSH, "-o", f"ProxyCommand=ssh -o ControlPath={sock} -W %h:22 testlogin", node]
+    jump_argv = [*SSH, "-o", "ControlPath=none", "-J", "testlogin", node]
+    med = median_of(rounds, floor=lambda: run([*floor_argv, "true"]),
+                    jump=lambda: run([*jump_argv, "true"]), warm=lambda: run([*SSH, "slurm-debug", "true"]))
+    before = user_rpcs()
+    for _ in range(10):
+        run([*SSH, "slurm-debug", "true"])
+    rpcs = (user_rpcs() - before) / 10
+    rows += [
+        ("floor: multiplexed `ssh -W` to the node", f"{med['floor']:.3f} s", "", ""),
+        ("manual `ssh -J`", f"{med['jump']:.3f} s", "", ""),
+        ("warm connect (adopt, openssh)", f"{med['warm']:.3f} s",
+         f"{med['warm'] / med['floor']:.2f}x floor, {med['warm'] / med['jump']:.2f}x -J",
+         "≤ 1.15x floor, ≤ 0.6x -J"),
+        ("cold connect", f"{statistics.median(cold):.2f} s",
+         f"min {min(cold):.2f}, max {max(cold):.2f}", "≤ 1.6 s"),
+        ("slurmctld RPCs per warm connect", f"{rpcs:.1f}", "one squeue", "1 query"),
+    ]
+
+    floor_bw = statistics.median(bulk(floor_argv) for _ in range(3))
+    jump_bw = statistics.median(bulk(jump_argv) for _ in range(3))
+    rows += [("bulk 200 MB: floor", f"{floor_bw:.0f} MB/s", "", ""),
+             ("bulk 200 MB: manual `ssh -J`", f"{jump_bw:.0f} MB/s", "", "")]
+    for mode in MODES:
+        for backend in BACKENDS:
+            env = config(tmp, mode, backend)
+            cancel_all()
+            run([*SSH, "slurm-debug", "true"], env)
+            warm = median_of(rounds, w=partial(run, [*SSH, "slurm-debug", "true"], env))["w"]
+            bw = statistics.median(bulk([*SSH, "slurm-debug"], env) for _ in range(3))
+            goal = "≥ 0.95x floor" if backend == "openssh" and mode == "adopt" else (
+                "≥ 0.85x -J" if backend == "paramiko" else "")
+            rows.append((f"{mode}, {backend}: warm / bulk", f"{warm:.3f} s / {bw:.0f} MB/s",
+                         f"{bw / floor_bw:.2f}x floor, {bw / jump_bw:.2f}x -J", goal))
+
+    early = running_to_connected(3)
+    rows.append(("RUNNING → connected, released after 3 s", f"{early:.2f} s", "", "≤ 1 s"))
+    if not args.quick:
+        late = running_to_connected(20)
+        rows.append(("RUNNING → connected, released after 20 s", f"{late:.2f} s", "", "≤ 5 s"))
+
+    cancel_all()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: subprocess.run([*SSH, "slurm-debug", "true"],
+                                                       capture_output=True).returncode, range(16)))
+    wall = time.perf_counter() - start
+    rows.append(("16 concurrent cold connects", f"{wall:.2f} s",
+                 f"{codes.count(0)}/16 ok, {len(squeue())} job", "16/16, 1 job"))
+    cancel_all()
+
+    print(f"| measured ({os.cpu_count()} cores, {rounds} rounds, medians) | value | ratio | goal |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    if os.geteuid() == 0:
+        as_test_user()
+    main()
