@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from slurm_proxy import jobscript
 
 from . import cluster
 from .cluster import SSH, as_user, err, jobs, text
@@ -113,3 +116,15 @@ def test_the_openssh_backend_never_imports_paramiko(user_tmp: Path) -> None:
     assert proc.returncode == 0, err(proc)
     imported = log.read_text()
     assert "slurm_proxy.proxy" in imported and "paramiko" not in imported
+
+
+def test_mode_sshd_takes_another_port_when_its_first_choice_is_taken(user_tmp: Path) -> None:
+    seeded = "RANDOM=7\n"  # bash's RANDOM, seeded, picks the same ports every run
+    first = int(text(as_user(["bash", "-c", seeded + "echo $((20000 + RANDOM % 30000))"])))
+    script = (seeded + f"ready={user_tmp}/ready\n" + 'say() { echo "$1"; }\n' + jobscript._SSHD_START
+              + 'kill "$sshd_pid"\n')
+    with socket.create_server(("127.0.1.1", first)):
+        proc = as_user(["bash", "-c", script], env={"SLURMD_NODENAME": "127.0.1.1"})
+    assert proc.returncode == 0, err(proc)
+    port = int(text(proc).split()[-1])
+    assert text(proc).startswith("port ") and port != first
