@@ -88,6 +88,45 @@ def wait_gone(job_id: str, timeout: float = 30) -> None:
         time.sleep(0.3)
 
 
+# The tests' own config: the cluster's login node and a few kinds of job.
+TEST_CONFIG = """
+[defaults]
+partition = "debug"
+time = "10:00"
+[clusters.test]
+login = "testlogin"
+[profiles.debug]
+cpus = 1
+[profiles.idle]
+cpus = 1
+idle_timeout = 4
+idle_check = 1
+[profiles.patient]
+cpus = 1
+pending_timeout = 120
+[profiles.short]
+cpus = 1
+time = "1"
+[profiles.gpu1]
+gres = "gpu:1"
+[profiles.gpu2]
+gres = "gpu:2"
+[profiles.later]
+cpus = 1
+sbatch_args = ["--begin=now+120"]
+pending_timeout = 120
+"""
+
+
+def fill_cluster() -> list[str]:
+    """Occupy every CPU of both nodes with sptest jobs that are not slurm-proxy's."""
+    ids = [text(as_user(["sbatch", "--parsable", "-w", node, "-c", "2", "--output=/dev/null",
+                         "--wrap", "sleep 300"], check=True)).strip() for node in ("node1", "node2")]
+    for i in ids:
+        wait_state(i, "RUNNING")
+    return ids
+
+
 def write_config(path: Path, body: str) -> None:
     """A file sptest can read."""
     path.write_text(body)

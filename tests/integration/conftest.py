@@ -43,6 +43,14 @@ def clean() -> Iterator[None]:
 
 
 @pytest.fixture
+def cfg(user_tmp: Path) -> dict[str, str]:
+    """The environment that points slurm-proxy at cluster.TEST_CONFIG."""
+    path = user_tmp / "config.toml"
+    cluster.write_config(path, cluster.TEST_CONFIG)
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+@pytest.fixture
 def user_tmp() -> Iterator[Path]:
     """A directory sptest may read and write (pytest's own tmp_path is root's, 0700)."""
     d = Path(tempfile.mkdtemp(prefix="sp-test-", dir="/tmp"))

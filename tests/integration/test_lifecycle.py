@@ -14,29 +14,6 @@ from .cluster import PROXY, SSH, as_user, err, jobs, text
 
 pytestmark = pytest.mark.usefixtures("clean")
 
-TEST_CONFIG = """
-[defaults]
-partition = "debug"
-time = "10:00"
-[clusters.test]
-login = "testlogin"
-[profiles.debug]
-cpus = 1
-[profiles.idle]
-cpus = 1
-idle_timeout = 4
-idle_check = 1
-[profiles.patient]
-cpus = 1
-pending_timeout = 120
-"""
-
-
-@pytest.fixture
-def cfg(user_tmp: Path) -> dict[str, str]:
-    path = user_tmp / "config.toml"
-    cluster.write_config(path, TEST_CONFIG)
-    return {"SLURM_PROXY_CONFIG": str(path)}
 
 
 def test_up_status_reuse_down(cfg: dict[str, str]) -> None:
@@ -101,15 +78,6 @@ def as_user_popen(argv: list[str], env: dict[str, str]) -> subprocess.Popen[byte
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def fill_cluster() -> list[str]:
-    """Occupy every CPU of both nodes with jobs not slurm-proxy's own."""
-    ids = [text(as_user(["sbatch", "--parsable", "-w", node, "-c", "2", "--output=/dev/null",
-                         "--wrap", "sleep 300"], check=True)).strip() for node in ("node1", "node2")]
-    for i in ids:
-        cluster.wait_state(i, "RUNNING")
-    return ids
-
-
 def start_proxy(user_tmp: Path, cfg: dict[str, str], alias: str) -> tuple[subprocess.Popen[bytes], int]:
     pidfile = user_tmp / "proxy.pid"
     proc = subprocess.Popen(cluster.user_argv(
@@ -122,7 +90,7 @@ def start_proxy(user_tmp: Path, cfg: dict[str, str], alias: str) -> tuple[subpro
 
 
 def test_sigterm_while_pending_cancels_the_job_it_submitted(user_tmp: Path, cfg: dict[str, str]) -> None:
-    blockers = fill_cluster()
+    blockers = cluster.fill_cluster()
     proc, pid = start_proxy(user_tmp, cfg, "slurm-patient")
     deadline = time.monotonic() + 20
     while not [j for j in jobs("slurm-proxy-patient") if j[2] == "PENDING"]:

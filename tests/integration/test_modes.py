@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from slurm_proxy import jobscript
 
-from . import cluster
+from . import cluster, faults
 from .cluster import SSH, as_user, err, jobs, text
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -24,8 +23,6 @@ MODES = ("adopt", "sshd", "srun")
 BACKENDS = ("openssh", "paramiko")
 COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}") for m in MODES for b in BACKENDS]
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
-TESTCLUSTER = cluster.TESTCLUSTER
-RUN = Path("/var/lib/slurm-proxy-testcluster/run")
 
 
 def config_env(tmp: Path, mode: str, backend: str) -> dict[str, str]:
@@ -71,11 +68,12 @@ def test_session_copy_and_concurrency(mode: str, backend: str, user_tmp: Path) -
 
 @pytest.fixture
 def node_sshds_stopped() -> Iterator[None]:
-    for node in ("node1", "node2"):
-        pid = int((RUN / f"sshd-{node}.pid").read_text())
-        os.kill(pid, 15)
-    yield
-    subprocess.run([str(TESTCLUSTER / "up")], check=True, capture_output=True)
+    try:
+        for node in ("node1", "node2"):
+            faults.stop_daemon(f"sshd-{node}")
+        yield
+    finally:
+        faults.restore_cluster()
 
 
 @pytest.mark.parametrize("mode", ["sshd", "srun"])

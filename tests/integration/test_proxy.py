@@ -3,10 +3,7 @@ pam_slurm_adopt, as the unprivileged user."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,30 +35,6 @@ def test_second_connect_reuses_the_job() -> None:
     assert second.returncode == 0, err(second)
     assert [j[0] for j in jobs()] == [job_id]
     assert "submitted" not in err(second)
-
-
-def test_concurrent_cold_connects_make_one_job() -> None:
-    with ThreadPoolExecutor(8) as pool:
-        procs = list(pool.map(lambda _: as_user([*SSH, "slurm-gpu1", "true"]), range(8)))
-    assert [p.returncode for p in procs] == [0] * 8, [err(p) for p in procs if p.returncode]
-    assert len(jobs("slurm-proxy-gpu1")) == 1
-    assert sum("submitted job" in err(p) for p in procs) == 1
-
-
-def test_scp_and_sftp(user_tmp: Path) -> None:
-    src = user_tmp / "payload.bin"
-    src.write_bytes(os.urandom(3 * 1024 * 1024))
-    os.chmod(src, 0o644)
-    back = user_tmp / "back.bin"
-    up = as_user(["scp", "-q", "-o", "BatchMode=yes", str(src), "slurm-debug:payload.remote"])
-    assert up.returncode == 0, err(up)
-    down = as_user(["scp", "-q", "-o", "BatchMode=yes", "slurm-debug:payload.remote", str(back)])
-    assert down.returncode == 0, err(down)
-    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
-    sftp = as_user(["sftp", "-q", "-o", "BatchMode=yes", "-b", "-", "slurm-debug"],
-                   input=b"ls payload.remote\nrm payload.remote\n")
-    assert sftp.returncode == 0, err(sftp)
-    assert "payload.remote" in text(sftp)
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
