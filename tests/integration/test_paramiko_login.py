@@ -166,7 +166,8 @@ def test_forward_command_round_trips_bytes_exactly(driver: list[str], env: dict[
 
 
 def test_forward_command_returns_the_exit_status_and_passes_stderr(driver: list[str]) -> None:
-    proc = as_user([*driver, "-", "command", "testlogin", "sh", "-c", "echo to-stderr >&2; exit 3"], input=b"")
+    proc = as_user([*driver, "-", "command", "testlogin", "sh", "-c", "echo to-stderr >&2; exit 3"],
+                   input=b"")
     assert (proc.returncode, proc.stdout, err(proc)) == (3, b"", "to-stderr\n")
 
 
@@ -223,6 +224,7 @@ def test_a_key_the_server_refuses_is_one_line(driver: list[str], user_tmp: Path)
     key = user_tmp / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     shutil.chown(key, cluster.USER, cluster.USER)
-    config = ssh_config(user_tmp, LOGIN_BLOCK.replace("~/.ssh/id_ed25519", str(key)) + "    IdentitiesOnly yes\n")
+    block = LOGIN_BLOCK.replace("~/.ssh/id_ed25519", str(key))
+    config = ssh_config(user_tmp, block + "    IdentitiesOnly yes\n")
     proc = as_user([*driver, config, "run", "testlogin", '["true"]'])
     assert "permission denied for sptest@127.0.0.1 (publickey)" in one_line(proc)

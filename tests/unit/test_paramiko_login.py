@@ -122,6 +122,12 @@ def test_include_is_followed(home: Path) -> None:
     assert (t.host, t.user) == ("included.example", "everyone")
 
 
+def test_path_lists_keep_backslashes_and_quoted_blanks(home: Path) -> None:
+    t = resolve(home, 'Host w\n  UserKnownHostsFile C:\\Users\\me\\kh "D:\\my files\\kh"\n'
+                      "  GlobalKnownHostsFile none\n", "w")
+    assert t.known_hosts_files == ("C:\\Users\\me\\kh", "D:\\my files\\kh")
+
+
 def test_a_bad_number_is_a_clear_error(home: Path) -> None:
     with pytest.raises(ValueError, match="port 'twenty' is not a number"):
         resolve(home, "Host login\n  Port twenty\n", "login")
