@@ -17,22 +17,20 @@ from .login import Login
 from .slurm import Job
 from .state import JobRecord, State
 
-FAST_POLLS = (0.25, 0.5, 0.75)  # then 1 s until FAST_PERIOD, then SLOW_POLL
+FIRST_POLL = 0.25  # a job on an idle cluster often runs within a second
+FAST_POLL = 0.5  # until FAST_PERIOD: a job that starts is seen within half a second
 FAST_PERIOD = 10.0
-SLOW_POLL = 5.0
+SLOW_POLL = 5.0  # then at most one query per 5 s, as cluster admins ask
 LOCK_TIMEOUT = 900.0
 
 
 def poll_delays() -> Iterator[float]:
-    """Seconds between queue queries: quick at first (a job often starts within a second), then
-    at most one query per 5 s, as cluster admins ask."""
-    elapsed = 0.0
-    for d in FAST_POLLS:
-        elapsed += d
-        yield d
+    """Seconds between queue queries while a job is pending."""
+    elapsed = FIRST_POLL
+    yield FIRST_POLL
     while elapsed < FAST_PERIOD:
-        elapsed += 1.0
-        yield 1.0
+        elapsed += FAST_POLL
+        yield FAST_POLL
     while True:
         yield SLOW_POLL
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from collections.abc import Sequence
 
 verbosity = 0  # -1 quiet, 0 normal, 1 debug (-v)
 
@@ -15,6 +17,11 @@ def info(message: str) -> None:
 def debug(message: str) -> None:
     if verbosity >= 1:
         _write(message)
+
+
+def shown(argv: Sequence[str]) -> str:
+    """A command line on one line: a word that holds a script shows as its length."""
+    return shlex.join(w if "\n" not in w else f"<script of {w.count(chr(10))} lines>" for w in argv)
 
 
 def error(message: str) -> None:

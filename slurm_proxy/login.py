@@ -125,7 +125,7 @@ class OpenSSHLogin:
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         cmd = [self.ssh, *self.options, "-T", "--", self.destination, shlex.join(argv)]
-        log.debug("run: " + shlex.join(cmd))
+        log.debug(f"run on {self.destination}: {log.shown(argv)}")
         try:
             proc = subprocess.run(
                 cmd, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
@@ -141,12 +141,13 @@ class OpenSSHLogin:
         return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])
 
     def forward_command(self, argv: Sequence[str]) -> int:
+        log.debug(f"forward command: {log.shown(argv)}")
         return self._hand_over(["-T", "-e", "none", "--", self.destination, shlex.join(argv)])
 
     def _hand_over(self, args: list[str]) -> int:
         """Become ``ssh ARGS``: our stdio is its stdio from here on."""
         cmd = [self.ssh, *self.options, *args]
-        log.debug("exec: " + shlex.join(cmd))
+        log.debug("exec: " + log.shown(cmd))
         sys.stdout.flush()
         if no_exec():
             return subprocess.call(cmd)

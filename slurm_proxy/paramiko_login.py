@@ -505,7 +505,7 @@ class ParamikoLogin:
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         command = shlex.join(argv)
-        log.debug(f"run: {command}")
+        log.debug(f"run on {self.destination}: {log.shown(argv)}")
         out: list[bytes] = []
         err: list[bytes] = []
         channel = self._session(command)
@@ -539,7 +539,7 @@ class ParamikoLogin:
         """Run ``argv`` on the login node with our stdin/stdout as its own (its stderr copied to
         ours); the remote exit status, 255 if there was none (killed by a signal)."""
         command = shlex.join(argv)
-        log.debug(f"forward command: {command}")
+        log.debug(f"forward command: {log.shown(argv)}")
         channel = self._session(command)
         status = self._pumped(lambda: self._stdio(channel, fd_writer(2)))
         return status if status >= 0 else 255

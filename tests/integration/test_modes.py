@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import socket
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +54,12 @@ def test_session_copy_and_concurrency(mode: str, backend: str, user_tmp: Path) -
     (job_id, _name, state, _node), = jobs("slurm-proxy-debug")
     assert state == "RUNNING"
     assert {text(p).strip() for p in procs} == {job_id}  # every session knows its job
+    if mode != "adopt":  # the user's own sshd: the per-user host key, private, is what ssh trusts
+        key = cluster.HOME / ".slurm-proxy" / "hostkey" / "ssh_host_ed25519_key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+        assert key.stat().st_uid == key.parent.stat().st_uid == pwd.getpwnam(cluster.USER).pw_uid
+        kind, blob, *_ = Path(f"{key}.pub").read_text().split()
+        assert (cluster.STATE / "known_hosts").read_text() == f"slurm-debug {kind} {blob}\n"
 
     src = user_tmp / "payload.bin"
     src.write_bytes(os.urandom(50 * 1024 * 1024))

@@ -109,10 +109,10 @@ NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,))
 
 def test_poll_delays() -> None:
     delays = list(itertools.islice(allocate.poll_delays(), 40))
-    assert delays[:3] == [0.25, 0.5, 0.75]
+    assert delays[:3] == [0.25, 0.5, 0.5]
     fast = list(itertools.takewhile(lambda d: d < 5.0, delays))
-    assert fast[3:] == [1.0] * (len(fast) - 3)
-    assert 10.0 <= sum(fast) <= 11.0
+    assert fast[1:] == [0.5] * (len(fast) - 1)
+    assert 10.0 <= sum(fast) <= 10.5
     assert delays[len(fast):] == [5.0] * (40 - len(fast))
 
 
@@ -216,7 +216,7 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
     assert login.calls == [SQUEUE, SQUEUE, SBATCH, SQUEUE, SQUEUE, SQUEUE, LOOKUP]
     assert login.stdin[2] == jobscript.batch_script(PROFILE)  # the script goes on stdin
     assert all(login.stdin[i] is None for i in (0, 1, 3, 4, 5, 6))
-    assert clock.sleeps == [0.25, 0.5, 0.75]
+    assert clock.sleeps == [0.25, 0.5, 0.5]
     assert alloc.submitted == "42"
     assert (state.dir / "locks").is_dir()
     record = state.job("hpc.debug")

@@ -76,3 +76,9 @@ def test_hot_commands_are_click_commands_too() -> None:
 
     assert set(entry.HOT_COMMANDS) <= set(cli.commands)
     assert not set(entry.HOT_COMMANDS) & set(entry.CLI_COMMANDS)
+
+
+def test_debug_lines_show_a_script_as_its_length() -> None:
+    from slurm_proxy import log
+
+    assert log.shown(["bash", "-c", "a\nb\nc\n", "x y"]) == "bash -c '<script of 3 lines>' 'x y'"

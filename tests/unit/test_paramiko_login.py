@@ -20,6 +20,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from slurm_proxy import login
 from slurm_proxy import paramiko_login as pl
 from slurm_proxy.errors import LoginError
 
@@ -466,3 +467,30 @@ def test_blocking_fd_cannot_be_stopped() -> None:
     source = pl.BlockingFd(r)
     assert (source.read(10), source.read(10), source.stop()) == (b"abc", b"", False)
     os.close(r)
+
+
+# --- choosing the backend -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("backend", "ssh_installed", "chosen"),
+    [("", True, "OpenSSHLogin"), ("", False, "ParamikoLogin"), ("paramiko", True, "ParamikoLogin"),
+     ("openssh", True, "OpenSSHLogin")],
+)
+def test_open_login_prefers_openssh_unless_told_or_missing(
+        backend: str, ssh_installed: bool, chosen: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_PROXY_SSH", raising=False)
+    if ssh_installed:
+        fake = tmp_path / "ssh"
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert type(login.open_login("hpc", backend)).__name__ == chosen
+
+
+def test_open_login_with_openssh_asked_for_but_missing_says_so(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_PROXY_SSH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LoginError, match="no `ssh` client found"):
+        login.open_login("hpc", "openssh")
