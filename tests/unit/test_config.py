@@ -305,6 +305,8 @@ BAD_VALUES = [
     ("typo", "cpu = 4", "unknown key 'cpu'"),
     ("cluster-int", "cluster = 1", "cluster must be a string"),
     ("cluster-unknown", 'cluster = "nope"', "unknown cluster 'nope'"),
+    ("mode-unknown", 'mode = "rsh"', "mode = 'rsh': expected 'adopt' or 'sshd' or 'srun'"),
+    ("mode-list", 'mode = ["srun"]', "mode"),
 ]
 
 
@@ -348,6 +350,14 @@ BAD_FILES = [
     ("no-profiles", CLUSTER, None, "no [profiles.NAME] table"),
     ("clusters-not-table", "clusters = 5\n[profiles.p]\n", "clusters", "clusters must be a table"),
     ("profile-not-table", CLUSTER + "[profiles]\np = 3\n", None, "[profiles.p] must be a table"),
+    ("cluster-mode", '[clusters.a]\nlogin = "a"\nmode = "ssh"\n[profiles.p]\n', "mode =",
+     "mode = 'ssh': expected 'adopt' or 'sshd' or 'srun'"),
+    ("cluster-backend", '[clusters.a]\nlogin = "a"\nbackend = "putty"\n[profiles.p]\n', "backend =",
+     "expected 'openssh' or 'paramiko'"),
+    ("cluster-keyscan", '[clusters.a]\nlogin = "a"\nkeyscan = "yes"\n[profiles.p]\n', "keyscan =",
+     "keyscan = 'yes': expected true or false"),
+    ("cluster-unknown-key", '[clusters.a]\nlogin = "a"\npartition = "x"\n[profiles.p]\n', "partition =",
+     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan)"),
     ("same-key-other-table", CLUSTER + "[defaults]\ncpus = 4\n[profiles.p]\ncpus = 0\n", "cpus = 0",
      "cpus = 0"),
 ]
@@ -446,3 +456,25 @@ def test_world_writable_config_is_refused(tmp_path: Path, target: str) -> None:
     os.chmod(path if target == "file" else d, 0o777 if target == "directory" else 0o666)
     with pytest.raises(ConfigError, match="writable by everyone"):
         config.load(path)
+
+
+def test_the_bundled_example_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "contrib" / "examples" / "config.toml"
+    cfg = config.load(example)
+    assert sorted(cfg.profiles) == ["a100", "cpu", "gpu1"]
+    assert cfg.clusters["hpc"].mode == "adopt" and cfg.clusters["hpc"].backend == "openssh"
+
+
+def test_mode_comes_from_the_cluster_unless_the_profile_sets_one(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, """\
+        [clusters.a]
+        login = "a"
+        mode = "srun"
+        backend = "paramiko"
+        keyscan = true
+        [profiles.inherits]
+        [profiles.own]
+        mode = "sshd"
+        """))
+    assert cfg.clusters["a"] == Cluster("a", "a", mode="srun", backend="paramiko", keyscan=True)
+    assert cfg.profiles["inherits"].mode == "srun" and cfg.profiles["own"].mode == "sshd"
