@@ -109,17 +109,18 @@ class Allocator:
 
     def _remember_node(self, job: Job) -> None:
         """Record the job (a job found by its name and comment is adopted), its node, and what
-        the login node says of that node (the host keys to trust, the port): asked once per job
-        and node."""
+        the login node says of that node (the host keys to trust, the port): asked once per job,
+        node and mode."""
         rec = self.state.job(self.profile.key)
-        if rec and (rec.job_id, rec.node, rec.alias) == (job.job_id, job.node, self.alias):
+        mode = self.profile.mode
+        if rec and (rec.job_id, rec.node, rec.alias, rec.mode) == (job.job_id, job.node, self.alias, mode):
             self.port = rec.port
             return
         check = self.check_node(job)
         self.port = check.port
         submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
-                                    tuple(check.keys), check.port))
+                                    tuple(check.keys), check.port, mode))
 
     def check_node(self, job: Job) -> hostkeys.NodeCheck:
         """Wait (on the login node) until the job's script is ready and its node takes

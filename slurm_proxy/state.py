@@ -31,6 +31,7 @@ class JobRecord(NamedTuple):
     node: str = ""
     host_keys: tuple[str, ...] = ()  # "<type> <base64>" the login node trusts for node
     port: int = 0  # the job's own sshd (mode sshd); 0 = the node's sshd
+    mode: str = ""  # the mode the node was checked for: its host keys depend on it
 
 
 class State:

@@ -102,7 +102,7 @@ def allocator(login: FakeLogin, state: State, clock: FakeClock, profile: Profile
 SQUEUE = slurm.squeue_argv(names=["slurm-proxy-debug"])
 SBATCH = slurm.sbatch_argv(PROFILE.sbatch_options(), "slurm-proxy-debug", COMMENT)
 LOOKUP = jobscript.node_check_argv("adopt", "node1", "42")
-NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,))
+NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,), mode="adopt")
 
 
 # --- poll_delays ------------------------------------------------------------------------------
@@ -185,11 +185,19 @@ def test_mode_sshd_records_the_port_and_the_users_host_key(state: State, clock: 
     assert login.calls[1] == jobscript.node_check_argv("sshd", "node1", "42")
     assert alloc.port == 20345
     assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", state.job("hpc.debug").submitted,  # type: ignore[union-attr]
-                                               port=20345, **NODE1)
+                                               port=20345, **{**NODE1, "mode": "sshd"})
     warm = FakeLogin(squeue=[out(RUNNING)])
     again = allocator(warm, state, clock, profile)
     again.ensure_running()
     assert warm.commands == ["squeue"] and again.port == 20345
+
+
+def test_a_mode_change_checks_the_node_again(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[out(f"node1 {ED}")])
+    allocator(login, state, clock, PROFILE._replace(mode="srun")).ensure_running()
+    assert login.calls[1] == jobscript.node_check_argv("srun", "node1", "42")
+    assert state.job("hpc.debug").mode == "srun"  # type: ignore[union-attr]
 
 
 def test_no_host_key_is_recorded_as_none(state: State, clock: FakeClock,

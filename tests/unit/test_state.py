@@ -77,7 +77,8 @@ def test_file_and_directory_are_private(state: State) -> None:
     data = json.loads(state.path.read_text())
     assert data["version"] == VERSION
     assert data["jobs"]["hpc.gpu"] == {"job_id": "42", "profile": "hpc.gpu", "submitted": 1700000000.5,
-                                       "alias": "", "node": "", "host_keys": [], "port": 0}
+                                       "alias": "", "node": "", "host_keys": [], "port": 0,
+                                       "mode": ""}
     assert mode(state.known_hosts) == 0o600
     assert not [p for p in state.dir.iterdir() if p.name.endswith(".tmp")]
 
