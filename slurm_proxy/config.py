@@ -189,6 +189,10 @@ def _word(value: str) -> bool:
     return bool(_NO_CONTROL.fullmatch(value)) and " " not in value and not value.startswith("-")
 
 
+def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), " or ".join(repr(c) for c in choices)
+
+
 _VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "partition": (str, _word, "a partition name"),
     "account": (str, _word, "an account name"),
@@ -200,13 +204,13 @@ _VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "cpus": (int, lambda v: 1 <= v <= 100_000, "a whole number from 1 to 100000"),
     "mem": (str, lambda v: bool(re.fullmatch(r"\d{1,9}[KMGT]?", v)), "like 32G or 4000M"),
     "time": (str, lambda v: _duration_ok(v, allow_zero=False), "a Slurm time like 8:00:00 or 1-00:00:00"),
-    "mode": (str, lambda v: v in MODES, " or ".join(repr(m) for m in MODES)),
+    "mode": (str, *_one_of(MODES)),
 }
 _SECONDS = ("pending_timeout", "idle_timeout", "idle_check")
 _CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "login": (valid_login, "an ssh destination"),
-    "mode": (lambda v: v in MODES, " or ".join(repr(m) for m in MODES)),
-    "backend": (lambda v: v in BACKENDS, " or ".join(repr(b) for b in BACKENDS)),
+    "mode": _one_of(MODES),
+    "backend": _one_of(BACKENDS),
     "keyscan": (lambda v: isinstance(v, bool), "true or false"),
 }
 
