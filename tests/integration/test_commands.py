@@ -71,3 +71,15 @@ def test_doctor_allocate_lands_on_the_node(clean: None) -> None:
     assert proc.returncode == 0, text(proc) + err(proc)
     assert "✓ ssh slurm-debug: admitted on the job's node" in text(proc)
     assert json.loads(text(as_user([PROXY, "status", "--json"])))[0]["state"] == "RUNNING"
+
+
+def test_doctor_with_the_paramiko_backend_and_no_ssh_client(user_tmp: Path) -> None:
+    cfg = user_tmp / "paramiko.toml"
+    cluster.write_config(cfg, '[clusters.test]\nlogin = "testlogin"\nbackend = "paramiko"\n'
+                              '[profiles.debug]\ncpus = 1\n')
+    proc = as_user([PROXY, "doctor"], env={"SLURM_PROXY_CONFIG": str(cfg), "PATH": str(cluster.VENV / "bin"),
+                                           "XDG_CONFIG_HOME": str(user_tmp)})
+    assert proc.returncode == 0, text(proc) + err(proc)
+    assert "! ssh client: " in text(proc) and "the login connection will use paramiko" in text(proc)
+    assert "✓ login node testlogin: cluster test answers" in text(proc)
+    assert "connection sharing" not in text(proc)
