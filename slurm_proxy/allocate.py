@@ -103,7 +103,9 @@ class Allocator:
             self.sleep(next(delays))
             job = self.query()
             if job is None or job.job_id != job_id:
-                raise JobEnded(job_id, "no longer in the queue")
+                said = self.login.run(jobscript.said_argv(job_id)).stdout.strip()
+                raise JobEnded(job_id, "no longer in the queue",
+                               said.removeprefix("error ") if said.startswith("error ") else "")
         log.info(f"job {job.job_id} running on {job.node}")
         return job
 

@@ -77,10 +77,12 @@ class SlurmOutputError(SlurmProxyError):
 
 
 class JobEnded(SlurmProxyError):
-    def __init__(self, job_id: str, state: str) -> None:
+    def __init__(self, job_id: str, state: str, said: str = "") -> None:
         self.job_id = job_id
         self.state = state
-        super().__init__(f"job {job_id} ended ({state}) before it could be used; connect again")
+        self.said = said  # the job script's own last words, when it gave up
+        super().__init__(f"job {job_id} ended before it could be used: {said}" if said else
+                         f"job {job_id} ended ({state}) before it could be used; connect again")
 
 
 class NodeError(SlurmProxyError):

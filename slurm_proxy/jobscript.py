@@ -91,7 +91,13 @@ cat > "$sp/env.sh.$SLURM_JOB_ID" <<'EOF'
 mv -f "$sp/env.sh.$SLURM_JOB_ID" "$sp/env.sh"
 sshd_pid=
 ready="$sp/jobs/$SLURM_JOB_ID"
-cleanup() {{ rm -f "$sp/env/$SLURM_JOB_ID" "$ready" "$ready".*; [ -z "$sshd_pid" ] || kill "$sshd_pid"; }}
+# An error stays for the connect that waits for this job to read (`said_argv`); a day at most.
+find "$sp/jobs" -type f -mmin +1440 -delete 2>/dev/null
+cleanup() {{
+    rm -f "$sp/env/$SLURM_JOB_ID" "$ready".*
+    case $(head -c 6 "$ready" 2>/dev/null) in "error ") ;; *) rm -f "$ready" ;; esac
+    [ -z "$sshd_pid" ] || kill "$sshd_pid"
+}}
 trap cleanup EXIT
 trap 'exit 0' TERM
 
@@ -156,6 +162,11 @@ def srun_argv(job_id: str) -> list[str]:
     ``-u`` matters: a buffered srun holds back the SSH handshake."""
     return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u",
             "bash", "-c", SP_SSHD + 'sp_sshd "$@"', "sp_sshd", "-i", "-e"]
+
+
+def said_argv(job_id: str) -> list[str]:
+    """On the login node: what the job's batch script last said (``error …`` outlives the job)."""
+    return ["sh", "-c", 'head -n 1 "$HOME/.slurm-proxy/jobs/$1" 2>/dev/null; exit 0', "sh", job_id]
 
 
 def node_check_argv(mode: str, node: str, job_id: str, keyscan: bool = False) -> list[str]:

@@ -134,3 +134,25 @@ def test_mode_sshd_takes_another_port_when_its_first_choice_is_taken(user_tmp: P
     assert proc.returncode == 0, err(proc)
     port = int(text(proc).split()[-1])
     assert text(proc).startswith("port ") and port != first
+
+
+@pytest.fixture
+def hostkey_blocked() -> Iterator[Path]:
+    """A file where the per-user host key directory belongs: the job's sshd cannot start."""
+    keydir = cluster.HOME / ".slurm-proxy" / "hostkey"
+    aside = keydir.with_name("hostkey.aside")
+    cluster.sh(f"mkdir -p {keydir.parent} && rm -rf {aside} && "
+               f"if [ -e {keydir} ]; then mv {keydir} {aside}; fi && echo blocked > {keydir}", check=True)
+    yield keydir
+    cluster.sh(f"rm -f {keydir} && if [ -e {aside} ]; then mv {aside} {keydir}; fi", check=True)
+
+
+def test_mode_sshd_that_cannot_start_ends_in_one_line_and_ends_its_job(user_tmp: Path,
+                                                                      hostkey_blocked: Path) -> None:
+    proc = as_user([*STRICT, "slurm-debug", "true"], env=config_env(user_tmp, "sshd", "openssh"))
+    assert proc.returncode != 0
+    lines = [ln for ln in err(proc).splitlines() if ln.startswith("slurm-proxy:")]
+    assert f"cannot create {hostkey_blocked} (is ssh-keygen installed?)" in lines[-1], err(proc)
+    assert "Traceback" not in err(proc)
+    for job_id, *_ in jobs():  # the batch script gave up: its job ends by itself
+        cluster.wait_gone(job_id)

@@ -272,11 +272,22 @@ def test_running_in_prolog_is_not_ready(state: State, clock: FakeClock) -> None:
     ids=["vanished", "cancelled", "failed", "another-job"],
 )
 def test_job_ending_while_waiting(state: State, clock: FakeClock, gone: Result) -> None:
-    login = FakeLogin(squeue=[EMPTY, EMPTY, out(PENDING), gone], sbatch=[Result(0, "42", "")])
+    login = FakeLogin(squeue=[EMPTY, EMPTY, out(PENDING), gone], sbatch=[Result(0, "42", "")], sh=[EMPTY])
     with pytest.raises(JobEnded) as info:
         allocator(login, state, clock).ensure_running()
     assert info.value.job_id == "42"
+    assert str(info.value) == "job 42 ended (no longer in the queue) before it could be used; connect again"
     assert "scancel" not in login.commands
+    assert login.calls[-1] == jobscript.said_argv("42")
+
+
+def test_a_job_whose_script_gave_up_says_why(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[EMPTY, EMPTY, out(PENDING), EMPTY], sbatch=[Result(0, "42", "")],
+                      sh=[out("error no sshd on node1 (install openssh-server there, or use mode adopt)")])
+    with pytest.raises(JobEnded) as info:
+        allocator(login, state, clock, PROFILE._replace(mode="sshd")).ensure_running()
+    assert str(info.value) == ("job 42 ended before it could be used: no sshd on node1 (install "
+                               "openssh-server there, or use mode adopt)")
 
 
 def test_timeout_cancels_the_job_it_submitted(state: State, clock: FakeClock) -> None:
