@@ -199,7 +199,7 @@ def main() -> None:
         ("cold connect", f"{statistics.median(cold):.2f} s",
          f"min {min(cold):.2f}, max {max(cold):.2f}; without slurmctld's start: "
          f"{statistics.median(ours):.2f} s", "≤ 1.6 s"),
-        ("slurmctld RPCs per warm connect", f"{rpcs:.1f}", "one squeue", "1 query"),
+        ("slurmctld RPCs per warm connect", f"{rpcs:.1f}", "one query by job id", "1 query"),
     ]
 
     for mode in MODES:

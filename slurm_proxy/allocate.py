@@ -1,7 +1,9 @@
 """Find the profile's job or submit one, and wait until it runs.
 
-Warm path: one ``squeue``, no lock. Only when no usable job exists is the per-profile lock taken
-(so concurrent connections make one job), the queue checked again under it, and a job submitted.
+Warm path: one query for the recorded job by its id (a single slurmctld RPC), no lock. A job
+found by name and comment instead (one ``squeue``) is adopted. Only when no usable job exists is
+the per-profile lock taken (so concurrent connections make one job), the queue checked again
+under it, and a job submitted.
 """
 
 from __future__ import annotations
@@ -52,7 +54,14 @@ class Allocator:
 
     # -- Slurm commands --------------------------------------------------------------------
     def query(self) -> Job | None:
-        """Our job for this profile, if Slurm still lists it (one squeue call)."""
+        """Our job for this profile, if Slurm still lists it: the recorded one by its id (one
+        slurmctld RPC), else one found by name and comment (one squeue, two RPCs)."""
+        rec = self.state.job(self.profile.key)
+        if rec:
+            res = self.login.run(slurm.job_argv(rec.job_id))
+            job = slurm.parse_job(res.stdout) if res.returncode == 0 else None
+            if job and owns(self.profile, job) and not job.ended:
+                return job
         return owned_jobs(self.login, [self.profile], self.state).get(self.profile.key)
 
     def submit(self) -> str:
@@ -167,12 +176,17 @@ def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str,
     found: dict[str, list[Job]] = {}
     for job in slurm.parse_squeue(res.stdout):
         p = by_comment.get(job.comment)
-        if p and job.name == slurm.job_name(p.name) and not job.ended:
+        if p and owns(p, job) and not job.ended:
             found.setdefault(p.key, []).append(job)
     def rank(key: str, job: Job) -> tuple[bool, bool, int]:
         rec = records.get(key)
         return (not rec or rec.job_id != job.job_id, job.state != "RUNNING", slurm.job_number(job))
     return {key: min(jobs, key=lambda j: rank(key, j)) for key, jobs in found.items()}
+
+
+def owns(profile: Profile, job: Job) -> bool:
+    """slurm-proxy's job for ``profile``: its name *and* its comment say so."""
+    return job.name == slurm.job_name(profile.name) and job.comment == slurm.job_comment(profile.key)
 
 
 def progress_line(job: Job, waited: float | None = None) -> str:

@@ -87,20 +87,48 @@ def parse_squeue_line(line: str) -> Job:
     if len(parts) != len(_SQUEUE_FIELDS):
         raise SlurmOutputError("squeue", line, f"expected {len(_SQUEUE_FIELDS)} fields")
     job_id, name, state, reason, nodes, start, left, comment = (p.strip() for p in parts)
+    return _job("squeue", line, job_id, name, state, reason, nodes, start, parse_duration(left), comment)
+
+
+def job_argv(job_id: str) -> list[str]:
+    """One job by its id, for a single slurmctld RPC (squeue always asks for partitions too)."""
+    return ["scontrol", "--local", "--oneliner", "show", "job", job_id]
+
+
+def parse_job(output: str) -> Job:
+    """``scontrol --oneliner show job``'s ``Key=value`` words → Job (the first of each key, so
+    free text later in the line, such as WorkDir, cannot stand in for one)."""
+    line = output.strip().split("\n", 1)[0]
+    fields: dict[str, str] = {}
+    for key, value in re.findall(r"(?:^|\s)([A-Za-z/:]+)=(\S*)", line):
+        fields.setdefault(key, value)
+    missing = [k for k in ("JobId", "JobName", "JobState", "Reason", "NodeList", "StartTime",
+                           "TimeLimit", "RunTime") if k not in fields]
+    if missing:
+        raise SlurmOutputError("scontrol", line, f"no {missing[0]}")
+    limit, run = parse_duration(fields["TimeLimit"]), parse_duration(fields["RunTime"])
+    return _job("scontrol", line, fields["JobId"], fields["JobName"], fields["JobState"],
+                fields["Reason"], fields["NodeList"], fields["StartTime"],
+                None if limit is None or run is None else max(0, limit - run),
+                fields.get("Comment", ""))
+
+
+def _job(command: str, line: str, job_id: str, name: str, state: str, reason: str, nodes: str,
+         start: str, time_left: int | None, comment: str) -> Job:
     if not re.fullmatch(r"\d+(_\d+)?(\+\d+)?", job_id):
-        raise SlurmOutputError("squeue", line, "bad job id")
+        raise SlurmOutputError(command, line, "bad job id")
     if not re.fullmatch(r"[A-Z_]+", state):
-        raise SlurmOutputError("squeue", line, "bad job state")
+        raise SlurmOutputError(command, line, "bad job state")
     if state not in ACTIVE_STATES and state not in ENDED_STATES:
-        raise SlurmOutputError("squeue", line, f"unknown job state {state}")
+        raise SlurmOutputError(command, line, f"unknown job state {state}")
     return Job(
         job_id=job_id,
         name=name,
         state=state,
         reason="" if reason in ("None", "(null)") else reason,
         nodes=tuple(expand_hostlist(nodes)) if nodes and nodes != "(null)" else (),
-        start="" if start in ("N/A", "(null)", "Unknown") else start,
-        time_left=parse_duration(left),
+        start="" if start in ("N/A", "(null)", "Unknown", "None") else start,
+        time_left=time_left,
         comment="" if comment == "(null)" else comment,
     )
 

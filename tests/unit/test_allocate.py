@@ -37,8 +37,20 @@ def out(*lines: str) -> Result:
     return Result(0, "".join(ln + "\n" for ln in lines), "")
 
 
+def as_scontrol(squeue: Result, job_id: str) -> Result:
+    """What ``scontrol show job`` says of ``job_id`` when squeue would say ``squeue``."""
+    for job_line in squeue.stdout.splitlines():
+        i, name, state, reason, nodes, start, left, comment = job_line.split("|")
+        if i == job_id:
+            return out(f"JobId={i} JobName={name} UserId=me(1000) JobState={state} Reason={reason} "
+                       f"RunTime=00:00:00 TimeLimit={left} StartTime={start} NodeList={nodes or '(null)'} "
+                       f"WorkDir=/home/me JobState=FAKE Comment={comment} StdErr=/dev/null")
+    return Result(1, "", "slurm_load_jobs error: Invalid job id specified\n")
+
+
 class FakeLogin:
-    """Records every argv; answers from per-command queues (the last answer repeats)."""
+    """Records every argv; answers from per-command queues (the last answer repeats). Unless told
+    otherwise, ``scontrol show job`` answers from the squeue queue, as that squeue would."""
 
     destination = "hpc"
 
@@ -52,6 +64,11 @@ class FakeLogin:
         self.stdin[len(self.calls)] = stdin
         self.calls.append(argv)
         answer = self.answers.get(argv[0])
+        if answer is None and argv[0] == "scontrol" and "squeue" in self.answers:
+            squeue = self.answers["squeue"]
+            answer = lambda argv: as_scontrol(  # noqa: E731
+                squeue(argv) if callable(squeue) else squeue.pop(0) if len(squeue) > 1 else squeue[0],
+                argv[-1])
         if answer is None:
             raise AssertionError(f"unexpected command {argv}")
         if callable(answer):
@@ -101,6 +118,7 @@ def allocator(login: FakeLogin, state: State, clock: FakeClock, profile: Profile
 
 SQUEUE = slurm.squeue_argv(names=["slurm-proxy-debug"])
 SBATCH = slurm.sbatch_argv(PROFILE.sbatch_options(), "slurm-proxy-debug", COMMENT)
+SCONTROL = slurm.job_argv("42")
 LOOKUP = jobscript.node_check_argv("adopt", "node1", "42")
 NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,), mode="adopt")
 
@@ -124,13 +142,13 @@ def test_poll_delays_never_faster_than_5s_later_on() -> None:
 
 # --- warm path --------------------------------------------------------------------------------
 
-def test_warm_path_is_one_squeue(state: State, clock: FakeClock) -> None:
+def test_warm_path_is_one_query_by_job_id(state: State, clock: FakeClock) -> None:
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
     before = {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()}
     login = FakeLogin(squeue=[out(RUNNING)])
     job = allocator(login, state, clock).ensure_running()
     assert (job.job_id, job.node) == ("42", "node1")
-    assert login.calls == [SQUEUE]
+    assert login.calls == [SCONTROL]  # one slurmctld RPC
     assert clock.sleeps == []
     assert not (state.dir / "locks").exists()
     assert {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()} == before  # nothing written
@@ -157,7 +175,7 @@ def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **recorded))
     login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
     allocator(login, state, clock).ensure_running()
-    assert login.commands == ["squeue", "bash"]
+    assert login.commands == ["scontrol", "bash"]
     assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", 1700000000.0, **NODE1)
 
 
@@ -189,7 +207,7 @@ def test_mode_sshd_records_the_port_and_the_users_host_key(state: State, clock: 
     warm = FakeLogin(squeue=[out(RUNNING)])
     again = allocator(warm, state, clock, profile)
     again.ensure_running()
-    assert warm.commands == ["squeue"] and again.port == 20345
+    assert warm.commands == ["scontrol"] and again.port == 20345
 
 
 def test_a_mode_change_checks_the_node_again(state: State, clock: FakeClock) -> None:
@@ -221,7 +239,7 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
     alloc = allocator(login, state, clock)
     job = alloc.ensure_running()
     assert job.ready and job.job_id == "42"
-    assert login.calls == [SQUEUE, SQUEUE, SBATCH, SQUEUE, SQUEUE, SQUEUE, LOOKUP]
+    assert login.calls == [SQUEUE, SQUEUE, SBATCH, SCONTROL, SCONTROL, SCONTROL, LOOKUP]
     assert login.stdin[2] == jobscript.batch_script(PROFILE)  # the script goes on stdin
     assert all(login.stdin[i] is None for i in (0, 1, 3, 4, 5, 6))
     assert clock.sleeps == [0.25, 0.5, 0.5]
@@ -447,3 +465,22 @@ def test_owned_jobs_for_several_profiles(state: State) -> None:
 
 def test_owned_jobs_none(state: State) -> None:
     assert allocate.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
+
+
+@pytest.mark.parametrize(
+    "scontrol",
+    [Result(1, "", "slurm_load_jobs error: Invalid job id specified\n"),
+     out(f"JobId=42 JobName=other JobState=RUNNING Reason=None RunTime=0 TimeLimit=1:00:00 "
+         f"StartTime=N/A NodeList=node1 Comment={COMMENT}"),
+     out("JobId=42 JobName=slurm-proxy-debug JobState=COMPLETED Reason=None RunTime=0 TimeLimit=1:00:00 "
+         f"StartTime=N/A NodeList=node1 Comment={COMMENT}")],
+    ids=["gone", "not-ours", "ended"],
+)
+def test_a_recorded_job_slurm_no_longer_runs_for_us_falls_back_to_squeue(
+        state: State, clock: FakeClock, scontrol: Result) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    login = FakeLogin(scontrol=[scontrol], squeue=[out(line(job_id="50", state="RUNNING", nodes="node1"))],
+                      bash=[KEYS])
+    job = allocator(login, state, clock).ensure_running()
+    assert job.job_id == "50"
+    assert login.commands == ["scontrol", "squeue", "bash"]

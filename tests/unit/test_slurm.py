@@ -328,3 +328,53 @@ def test_error_message_names_the_command_and_output() -> None:
         slurm.parse_sbatch("Submitted batch job 42")
     assert info.value.command == "sbatch"
     assert re.search(r"cannot read sbatch output \(no job id\)", str(info.value))
+
+
+# --- scontrol show job ---------------------------------------------------------------------------
+
+SCONTROL_RUNNING = (
+    "JobId=578 JobName=slurm-proxy-debug UserId=sptest(1001) GroupId=sptest(1001) MCS_label=N/A "
+    "Priority=4294901425 Nice=0 Account=(null) QOS=(null) JobState=RUNNING Reason=None "
+    "Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:10:00 "
+    "TimeLimit=01:00:00 TimeMin=N/A SubmitTime=2026-11-28T15:12:12 EligibleTime=2026-11-28T15:12:12 "
+    "AccrueTime=2026-11-28T15:12:12 StartTime=2026-11-28T15:12:13 EndTime=2026-11-28T16:12:13 "
+    "Deadline=N/A Partition=debug AllocNode:Sid=localhost:26498 ReqNodeList=(null) ExcNodeList=(null) "
+    "NodeList=node1 BatchHost=node1 NumNodes=1 NumCPUs=1 CPUs/Task=1 Command=(null) "
+    "WorkDir=/home/me JobState=CANCELLED Comment=slurm-proxy:test.debug  StdErr=/dev/null "
+    "StdIn=/dev/null StdOut=/dev/null Power= \n"
+)
+SCONTROL_PENDING = (
+    "JobId=579 JobName=slurm-proxy-gpu2 UserId=sptest(1001) JobState=PENDING Reason=Resources "
+    "Dependency=(null) RunTime=00:00:00 TimeLimit=UNLIMITED StartTime=2026-11-28T16:00:00 "
+    "EndTime=Unknown NodeList=(null) Comment=slurm-proxy:test.gpu2 StdErr=/dev/null\n"
+)
+
+
+def test_parse_job_running() -> None:
+    job = slurm.parse_job(SCONTROL_RUNNING)
+    assert job == slurm.Job("578", "slurm-proxy-debug", "RUNNING", "", ("node1",), "2026-11-28T15:12:13",
+                            3000, "slurm-proxy:test.debug")
+    assert job.ready  # the first JobState counts: free text later (WorkDir) cannot stand in for it
+
+
+def test_parse_job_pending() -> None:
+    job = slurm.parse_job(SCONTROL_PENDING)
+    assert (job.state, job.reason, job.nodes, job.time_left) == ("PENDING", "Resources", (), None)
+    assert job.start == "2026-11-28T16:00:00" and not job.ready
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [("", "no JobId"), ("slurm_load_jobs error: Invalid job id specified", "no JobId"),
+     (SCONTROL_PENDING.replace("NodeList=(null) ", ""), "no NodeList"),
+     (SCONTROL_RUNNING.replace("JobState=RUNNING", "JobState=EXPLODING"), "unknown job state"),
+     (SCONTROL_RUNNING.replace("JobId=578", "JobId=$(id)"), "bad job id")],
+    ids=["empty", "error-text", "no-nodelist", "unknown-state", "bad-id"],
+)
+def test_parse_job_refuses_what_it_cannot_read(output: str, problem: str) -> None:
+    with pytest.raises(SlurmOutputError, match=re.escape(problem)):
+        slurm.parse_job(output)
+
+
+def test_job_argv_is_one_rpc_on_this_cluster() -> None:
+    assert slurm.job_argv("42") == ["scontrol", "--local", "--oneliner", "show", "job", "42"]
