@@ -101,6 +101,16 @@ cpus = 1
 cpus = 1
 idle_timeout = 4
 idle_check = 1
+[profiles.idle-sshd]
+cpus = 1
+idle_timeout = 4
+idle_check = 1
+mode = "sshd"
+[profiles.idle-srun]
+cpus = 1
+idle_timeout = 4
+idle_check = 1
+mode = "srun"
 [profiles.patient]
 cpus = 1
 pending_timeout = 120

@@ -59,14 +59,15 @@ def test_down_needs_a_profile_or_all(cfg: dict[str, str]) -> None:
     assert proc.returncode == 2 and "--all" in err(proc)
 
 
-def test_idle_job_ends_only_after_the_last_session(cfg: dict[str, str]) -> None:
-    session = as_user_popen([*SSH, "slurm-idle", "sleep 9"], cfg)
+@pytest.mark.parametrize("profile", ["idle", "idle-sshd", "idle-srun"], ids=["adopt", "sshd", "srun"])
+def test_idle_job_ends_only_after_the_last_session(cfg: dict[str, str], profile: str) -> None:
+    session = as_user_popen([*SSH, f"slurm-{profile}", "sleep 9"], cfg)
     deadline = time.monotonic() + 30
-    while not jobs("slurm-proxy-idle") and time.monotonic() < deadline:
+    while not jobs(f"slurm-proxy-{profile}") and time.monotonic() < deadline:
         time.sleep(0.2)
-    (job_id, *_), = jobs("slurm-proxy-idle")
+    (job_id, *_), = jobs(f"slurm-proxy-{profile}")
     time.sleep(7)  # well past idle_timeout (4 s) while the session is open
-    assert [j[2] for j in jobs("slurm-proxy-idle")] == ["RUNNING"]
+    assert [j[2] for j in jobs(f"slurm-proxy-{profile}")] == ["RUNNING"]
     _, stderr = session.communicate(timeout=30)
     assert session.returncode == 0, stderr.decode()
     cluster.wait_gone(job_id, timeout=20)  # 4 s idle + 1 s checks, after the session closed
