@@ -214,5 +214,4 @@ class ChangeReporter:
 
 
 def _detail(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no error message"
+    return log.last_line(stderr) or "no error message"

@@ -24,6 +24,12 @@ def shown(argv: Sequence[str]) -> str:
     return shlex.join(w if "\n" not in w else f"<script of {w.count(chr(10))} lines>" for w in argv)
 
 
+def last_line(text: str) -> str:
+    """The line worth showing of a command's stderr: its last non-blank one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 def error(message: str) -> None:
     _write(message)
 

@@ -134,7 +134,7 @@ class OpenSSHLogin:
         except OSError as e:
             raise LoginError(self.destination, f"cannot run ssh: {e}") from None
         if proc.returncode == 255:
-            raise LoginError(self.destination, _last_line(proc.stderr) or "ssh exited with 255")
+            raise LoginError(self.destination, log.last_line(proc.stderr) or "ssh exited with 255")
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def forward_stdio(self, host: str, port: int) -> int:
@@ -165,8 +165,3 @@ def _mtime(path: str) -> float:
         return os.stat(os.path.expanduser(path)).st_mtime
     except OSError:
         return 0.0
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""

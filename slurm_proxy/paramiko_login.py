@@ -514,7 +514,7 @@ class ParamikoLogin:
         stdout = b"".join(out).decode(errors="replace")
         stderr = b"".join(err).decode(errors="replace")
         if status < 0:  # killed by a signal: ssh would exit with 255, which is a LoginError too
-            detail = _last_line(stderr) or f"`{command}` ended without an exit status"
+            detail = log.last_line(stderr) or f"`{command}` ended without an exit status"
             raise LoginError(self.destination, detail)
         return Result(status, stdout, stderr)
 
@@ -780,8 +780,3 @@ def _public_blob(private_key_path: str) -> bytes | None:
 def _home(path: str) -> str:
     home = os.path.expanduser("~")
     return "~" + path[len(home):] if path.startswith(home + os.sep) else path
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
