@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,10 +86,28 @@ def node_sshds_stopped() -> Iterator[None]:
         faults.restore_cluster()
 
 
+@pytest.fixture
+def node_names_unresolvable(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Mode srun only: node1 and node2 resolve to nothing (slurmd talks by NodeAddr)."""
+    if request.node.callspec.params["mode"] != "srun":
+        yield
+        return
+    hosts = Path("/etc/hosts")
+    original = hosts.read_bytes()
+    hosts.write_bytes(b"".join(ln for ln in original.splitlines(keepends=True)
+                               if not re.search(rb"\snode[12]\s", ln)))
+    try:
+        assert subprocess.run(["getent", "hosts", "node1"], capture_output=True).returncode != 0
+        yield
+    finally:
+        hosts.write_bytes(original)
+
+
 @pytest.mark.parametrize("mode", ["sshd", "srun"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_modes_sshd_and_srun_need_no_node_sshd(mode: str, backend: str, user_tmp: Path,
-                                               node_sshds_stopped: None) -> None:
+                                               node_sshds_stopped: None,
+                                               node_names_unresolvable: None) -> None:
     env = config_env(user_tmp, mode, backend)
     proc = as_user([*STRICT, "-o", "ProxyCommand=slurm-proxy -v %h", "slurm-debug", "echo $SLURM_JOB_ID"],
                    env=env)
