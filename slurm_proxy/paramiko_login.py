@@ -264,7 +264,7 @@ def known_key_types(known: Sequence[KnownKey], name: str) -> list[str]:
     return list(dict.fromkeys(types))
 
 
-def fingerprint(blob: bytes) -> str:
+def fingerprint_of(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
@@ -699,7 +699,7 @@ def _verify(known: Sequence[KnownKey], target: Target, key_type: str, blob: byte
     """Refuse a host key known_hosts does not list for the host: never trust on first use."""
     name = target.host_key_name
     verdict = check_host_key(known, name, key_type, blob)
-    got = f"{key_type} {fingerprint(blob)}"
+    got = f"{key_type} {fingerprint_of(blob)}"
     log.debug(f"host key {got} for {name}: {verdict}")
     if verdict == "ok":
         return

@@ -241,7 +241,7 @@ def test_a_changed_host_key_is_refused_with_the_fingerprint() -> None:
     with pytest.raises(LoginError) as e:
         pl._verify(known, target(), "ssh-ed25519", blob(ED), "testlogin")
     line = str(e.value)
-    assert "does not match your known_hosts" in line and pl.fingerprint(blob(ED)) in line
+    assert "does not match your known_hosts" in line and pl.fingerprint_of(blob(ED)) in line
     assert "ssh-keygen -R '[127.0.0.1]:2222'" in line and "\n" not in line
 
 
@@ -250,7 +250,7 @@ def test_fingerprint_is_sshs() -> None:
         pytest.skip("no ssh-keygen")
     out = subprocess.run(["ssh-keygen", "-lf", "-"], input=f"ssh-ed25519 {ED}\n", capture_output=True,
                          text=True, check=True).stdout
-    assert out.split()[1] == pl.fingerprint(blob(ED))
+    assert out.split()[1] == pl.fingerprint_of(blob(ED))
 
 
 # --- errors -----------------------------------------------------------------------------------
