@@ -30,12 +30,12 @@ unset __sp_job
 
 # The user's host key for modes sshd and srun: made once, 0600, in the home the cluster shares; a
 # whole directory is renamed into place, so concurrent jobs never see half a key.
-HOST_KEY = "$HOME/.slurm-proxy/hostkey/ssh_host_ed25519_key"
-SP_HOSTKEY = r"""sp_hostkey() {
-    local d="$HOME/.slurm-proxy/hostkey" t
+HOST_KEY_DIR = "$HOME/.slurm-proxy/hostkey"
+HOST_KEY = HOST_KEY_DIR + "/ssh_host_ed25519_key"
+SP_HOSTKEY = 'sp_hostkey() {\n    local d="' + HOST_KEY_DIR + '" t\n' + r"""
     [ -s "$d/ssh_host_ed25519_key.pub" ] && return 0
     (umask 077 && mkdir -p "$HOME/.slurm-proxy") || return 1
-    t=$(mktemp -d "$HOME/.slurm-proxy/hostkey.XXXXXX") || return 1
+    t=$(mktemp -d "$d.XXXXXX") || return 1
     if ssh-keygen -q -t ed25519 -N '' -C "slurm-proxy host key of $USER" \
             -f "$t/ssh_host_ed25519_key" </dev/null >/dev/null; then
         mv -T "$t" "$d" 2>/dev/null || rm -rf "$t"
@@ -46,6 +46,10 @@ SP_HOSTKEY = r"""sp_hostkey() {
     echo "cannot create $d (is ssh-keygen installed?)" >&2
     return 1
 }
+"""
+
+# sp_probe HOST PORT: does HOST:PORT take a TCP connection (within 2 s)?
+SP_PROBE = r"""sp_probe() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
 """
 
 # sp_sshd ARGS…: exec the user's own sshd with only public-key logins, the job's variables set in
@@ -134,16 +138,15 @@ done
 
 
 # Mode sshd: the user's sshd listens on a free port of the node's address, tried until one is free.
-_SSHD_START = SP_SSHD + r"""listening() { (exec 3<>"/dev/tcp/$SLURMD_NODENAME/$1") 2>/dev/null; }
-started=
+_SSHD_START = SP_SSHD + SP_PROBE + r"""started=
 for try in 1 2 3 4 5 6 7 8 9 10; do
     port=$((20000 + RANDOM % 30000))
-    listening "$port" && continue
+    sp_probe "$SLURMD_NODENAME" "$port" && continue
     sp_sshd -D -e -o "ListenAddress=$SLURMD_NODENAME:$port" 2>"$ready.log" &
     sshd_pid=$!
     for i in $(seq 50); do
         kill -0 "$sshd_pid" 2>/dev/null || break
-        listening "$port" && { started=$port; break 2; }
+        sp_probe "$SLURMD_NODENAME" "$port" && { started=$port; break 2; }
         sleep 0.1
     done
     kill "$sshd_pid" 2>/dev/null; wait "$sshd_pid" 2>/dev/null; sshd_pid=
@@ -173,13 +176,13 @@ def node_check_argv(mode: str, node: str, job_id: str, keyscan: bool = False) ->
     """On the login node, once per job and node: wait until the batch script says the job is
     ready, then until the node's port takes connections, and print what ssh must trust there.
 
-    Output, for ``hostkeys.parse`` and ``hostkeys.status``: known_hosts lines for the node (the
+    Output, for ``hostkeys.parse_check``: known_hosts lines for the node (the
     login node's own for mode adopt, the user's host key otherwise), and ``#port N`` or
     ``#error …`` lines."""
     if mode not in MODES:
         raise ValueError(mode)
     lookup = "; ".join(f'ssh-keygen -F "$node" -f {f} 2>/dev/null' for f in KNOWN_HOSTS_FILES)
-    script = SP_HOSTKEY + rf"""mode=$1 node=$2 job=$3 keyscan=$4
+    script = SP_HOSTKEY + SP_PROBE + rf"""mode=$1 node=$2 job=$3 keyscan=$4
 ready="$HOME/.slurm-proxy/jobs/$job" line= port=22
 for i in $(seq {int(READY_WAIT * 20)}); do  # a file test: cheap enough every 50 ms
     [ -s "$ready" ] && line=$(head -n 1 "$ready") && break
@@ -196,7 +199,7 @@ case $line in
 esac
 if [ "$mode" != srun ]; then
     for i in $(seq {int(PROBE_WAIT * 5)}); do
-        timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$node" "$port" 2>/dev/null && break
+        sp_probe "$node" "$port" && break
         if [ "$i" -eq {int(PROBE_WAIT * 5)} ]; then
             echo "#error $node:$port refuses connections from the login node"
             exit 0
@@ -209,7 +212,7 @@ if [ "$mode" = adopt ]; then
     [ -z "$keys" ] && [ "$keyscan" = 1 ] && keys=$(ssh-keyscan -T 5 -p "$port" "$node" 2>/dev/null)
     printf '%s\n' "$keys"
 else
-    sp_hostkey && printf '%s %s\n' "$node" "$(cat "$HOME/.slurm-proxy/hostkey/ssh_host_ed25519_key.pub")"
+    sp_hostkey && printf '%s %s\n' "$node" "$(cat "{HOST_KEY}.pub")"
 fi
 exit 0
 """
