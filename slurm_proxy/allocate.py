@@ -51,12 +51,13 @@ class Allocator:
         self.sleep = sleep
         self.submitted: str | None = None  # job id this invocation submitted, if any
         self.port = 0  # after ensure_running: the job's own sshd port (mode sshd), else 0
+        self.record: JobRecord | None = None  # the local record as the last query read it
 
     # -- Slurm commands --------------------------------------------------------------------
     def query(self) -> Job | None:
         """Our job for this profile, if Slurm still lists it: the recorded one by its id (one
         slurmctld RPC), else one found by name and comment (one squeue, two RPCs)."""
-        rec = self.state.job(self.profile.key)
+        rec = self.record = self.state.job(self.profile.key)
         if rec:
             res = self.login.run(slurm.job_argv(rec.job_id))
             job = slurm.parse_job(res.stdout) if res.returncode == 0 else None
@@ -121,8 +122,8 @@ class Allocator:
     def _remember_node(self, job: Job) -> None:
         """Record the job (a job found by its name and comment is adopted), its node, and what
         the login node says of that node (the host keys to trust, the port): asked once per job,
-        node and mode."""
-        rec = self.state.job(self.profile.key)
+        node and mode. It follows a query, which read the record (nothing wrote it since)."""
+        rec = self.record
         mode = self.profile.mode
         if rec and (rec.job_id, rec.node, rec.alias, rec.mode) == (job.job_id, job.node, self.alias, mode):
             self.port = rec.port
