@@ -15,10 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     hot = _hot_path(args)
     if hot is not None:
         from . import log, proxy
+        from .errors import run_reporting
 
         alias, verbosity = hot
         log.verbosity = verbosity
-        return proxy.run_reporting(proxy.connect, alias)
+        return run_reporting(proxy.connect, alias)
     from .cli import cli
 
     return cli.main(args=args, prog_name="slurm-proxy")

@@ -1,29 +1,40 @@
-"""Find the profile's job or submit one, and wait until it runs.
+"""Find the profile's job or submit one, wait until it runs, and say how a session reaches it.
 
-Warm path: one query for the recorded job by its id (a single slurmctld RPC), no lock. A job
-found by name and comment instead (one ``squeue``) is adopted. Only when no usable job exists is
-the per-profile lock taken (so concurrent connections make one job), the queue checked again
-under it, and a job submitted.
+One query per connect: a ``squeue`` of the user's own jobs. It finds the profile's job (the
+recorded one by its id, else one with slurm-proxy's name and comment, which is adopted) and shows
+which of the user's other jobs share its node. Only when no usable job exists is the per-profile
+lock taken (so that concurrent connects and ``up``\\ s make one job), the queue asked again under
+it, and a job submitted. A signal while waiting cancels the job this very call submitted.
+
+In mode adopt a node that also runs another job of the user's cannot tell pam_slurm_adopt which
+job a session is for: such a connection goes into its own job through ``srun`` (mode srun's path).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from types import FrameType
+from typing import NamedTuple
 
 from . import hostkeys, jobscript, log, paths, slurm
-from .config import Profile
-from .errors import AllocationTimeout, JobEnded, NodeError, SlurmError
-from .login import Login
+from .config import Config, Profile
+from .errors import AllocationTimeout, Interrupted, JobEnded, NodeError, SlurmError
+from .login import Login, open_login
 from .slurm import Job
-from .state import JobRecord, State
+from .state import JobRecord, State, Trust
 
 FIRST_POLL = 0.25  # a job on an idle cluster often runs within a second
 FAST_POLL = 0.5  # until FAST_PERIOD: a job that starts is seen within half a second
 FAST_PERIOD = 10.0
 SLOW_POLL = 5.0  # then at most one query per 5 s, as cluster admins ask
 LOCK_TIMEOUT = 900.0
+# A record younger than this may belong to a job a concurrent connect just submitted, which an
+# earlier squeue could not list yet: only older records of unlisted jobs are dropped.
+FORGET_AFTER = 60.0
 
 
 def poll_delays() -> Iterator[float]:
@@ -35,6 +46,16 @@ def poll_delays() -> Iterator[float]:
         yield FAST_POLL
     while True:
         yield SLOW_POLL
+
+
+class Allocation(NamedTuple):
+    """What a connect needs to reach its job."""
+
+    job: Job
+    mode: str  # how this session reaches the job: the profile's mode, or "srun" (see neighbours)
+    port: int = 0  # the job's own sshd (mode sshd); 0 = the node's sshd
+    submitted: bool = False  # this very call submitted the job
+    neighbours: tuple[str, ...] = ()  # the user's other jobs on the node
 
 
 class Allocator:
@@ -49,21 +70,13 @@ class Allocator:
         self.state = state
         self.clock = clock
         self.sleep = sleep
-        self.submitted: str | None = None  # job id this invocation submitted, if any
-        self.port = 0  # after ensure_running: the job's own sshd port (mode sshd), else 0
-        self.record: JobRecord | None = None  # the local record as the last query read it
+        self._submitted: str | None = None  # for a signal handler: what this call submitted
 
     # -- Slurm commands --------------------------------------------------------------------
-    def query(self) -> Job | None:
-        """Our job for this profile, if Slurm still lists it: the recorded one by its id (one
-        slurmctld RPC), else one found by name and comment (one squeue, two RPCs)."""
-        rec = self.record = self.state.job(self.profile.key)
-        if rec:
-            res = self.login.run(slurm.job_argv(rec.job_id))
-            job = slurm.parse_job(res.stdout) if res.returncode == 0 else None
-            if job and owns(self.profile, job) and not job.ended:
-                return job
-        return owned_jobs(self.login, [self.profile], self.state).get(self.profile.key)
+    def query(self) -> tuple[Job | None, list[Job]]:
+        """The profile's live job (if any) and all the user's jobs, from one squeue."""
+        jobs = user_jobs(self.login)
+        return ours(self.profile, jobs, self._record()), jobs
 
     def submit(self) -> str:
         argv = slurm.sbatch_argv(self.profile.sbatch_options(), slurm.job_name(self.profile.name),
@@ -72,73 +85,89 @@ class Allocator:
         if res.returncode != 0:
             raise SlurmError("sbatch", _detail(res.stderr))
         job_id = slurm.parse_sbatch(res.stdout)
-        self.submitted = job_id
-        self.state.record(JobRecord(job_id=job_id, profile=self.profile.key, submitted=time.time()))
+        self._submitted = job_id
+        self.state.record(JobRecord(job_id=job_id, profile=self.profile.key, submitted=time.time(),
+                                    login=self.profile.cluster.login))
         log.info(f"submitted job {job_id} for profile {self.profile.name}")
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        res = self.login.run(slurm.scancel_argv([job_id]))
-        if res.returncode != 0:
-            log.error(f"scancel {job_id} failed: {_detail(res.stderr)}")
-        self.state.forget(self.profile.key, job_id)
+        cancel(self.login, self.state, {self.profile.key: job_id})
 
     # -- the whole dance -------------------------------------------------------------------
-    def ensure_running(self) -> Job:
-        job = self.query()
-        if job is None or not job.ready:
-            if job is None:
-                with self._lock():
-                    job = self.query()  # someone may have submitted while we waited for the lock
-                    if job is None:
-                        self.submit()
-            job = self.wait(job)
-        self._remember_node(job)
-        return job
+    def find_or_submit(self) -> tuple[Job | None, list[Job]]:
+        """The profile's live job; or, when there is none, submit one (under the lock, so that
+        concurrent callers make one job) and return None with the queue as it was."""
+        job, jobs = self.query()
+        if job is None:
+            with self._lock():
+                job, jobs = self.query()  # someone may have submitted while we waited for the lock
+                if job is None:
+                    self.submit()
+        return job, jobs
 
-    def wait(self, job: Job | None) -> Job:
+    def ensure_running(self) -> Allocation:
+        """Find or submit the job and wait until it runs; then check its node once."""
+        with self._cancel_on_signal():
+            job, jobs = self.find_or_submit()
+            if job is None or not job.ready:
+                job, jobs = self.wait(job)
+        self._forget_ended(jobs)
+        neighbours = tuple(j.job_id for j in jobs if j.job_id != job.job_id
+                           and j.state in slurm.HOLDING_STATES and job.node in j.nodes)
+        mode = self.profile.mode
+        if mode == "adopt" and neighbours:
+            mode = "srun"
+            log.info(f"{job.node} also runs your job{'s' if len(neighbours) > 1 else ''} "
+                     f"{', '.join(neighbours)}: this session goes into job {job.job_id} through srun")
+        port = self._checked(job, mode)
+        return Allocation(job, mode, port, self._submitted == job.job_id, neighbours)
+
+    def wait(self, job: Job | None) -> tuple[Job, list[Job]]:
         """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""
         start = self.clock()
-        job_id = job.job_id if job else self.submitted or ""
+        job_id = job.job_id if job else self._submitted or ""
         delays = poll_delays()
         while job is None or not job.ready:
             waited = self.clock() - start
             if job is not None:
                 self.report(job, waited)
             if waited >= self.profile.pending_timeout:
-                cancelled = self.submitted == job_id
+                cancelled = self._submitted == job_id
                 if cancelled:
                     self.cancel(job_id)
                 raise AllocationTimeout(job_id, waited, job.reason if job else "unknown", cancelled)
             self.sleep(next(delays))
-            job = self.query()
+            job, jobs = self.query()
             if job is None or job.job_id != job_id:
                 said = self.login.run(jobscript.said_argv(job_id)).stdout.strip()
                 raise JobEnded(job_id, "no longer in the queue",
                                said.removeprefix("error ") if said.startswith("error ") else "")
         log.info(f"job {job.job_id} running on {job.node}")
-        return job
+        return job, jobs
 
-    def _remember_node(self, job: Job) -> None:
+    def _record(self) -> JobRecord | None:
+        """The local record of this profile's job, if it was made for this cluster's login."""
+        rec = self.state.job(self.profile.key)
+        return rec if rec and rec.login == self.profile.cluster.login else None
+
+    def _checked(self, job: Job, mode: str) -> int:
         """Record the job (a job found by its name and comment is adopted), its node, and what
-        the login node says of that node (the host keys to trust, the port): asked once per job,
-        node and mode. It follows a query, which read the record (nothing wrote it since)."""
-        rec = self.record
-        mode = self.profile.mode
+        the login node says of that node for ``mode`` (the host keys to trust, the port): asked
+        once per job, node, alias and mode. The job's own sshd port, or 0."""
+        rec = self._record()
         if rec and (rec.job_id, rec.node, rec.alias, rec.mode) == (job.job_id, job.node, self.alias, mode):
-            self.port = rec.port
-            return
-        check = self.check_node(job)
-        self.port = check.port
+            return rec.port
+        check = self.check_node(job, mode)
         submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
-                                    tuple(check.keys), check.port, mode))
+                                    tuple(check.keys), check.port, mode, self.profile.cluster.login))
+        return check.port
 
-    def check_node(self, job: Job) -> hostkeys.NodeCheck:
+    def check_node(self, job: Job, mode: str) -> hostkeys.NodeCheck:
         """Wait (on the login node) until the job's script is ready and its node takes
         connections; a node that never does is an error, a node without known keys a warning."""
-        argv = jobscript.node_check_argv(self.profile.mode, job.node, job.job_id,
-                                         self.profile.cluster.keyscan)
+        argv = jobscript.node_check_argv(mode, job.node, job.job_id, self.profile.cluster.keyscan)
         res = self.login.run(argv)
         check = hostkeys.parse_check(res.stdout)
         if res.returncode != 0 or check.error:
@@ -147,6 +176,39 @@ class Allocator:
             log.info(f"the login node knows no host key for {job.node}: ssh will ask you to confirm "
                      "the key it presents")
         return check
+
+    def _forget_ended(self, jobs: Sequence[Job]) -> None:
+        """Drop the records of this cluster's jobs that Slurm no longer lists: their nodes' keys
+        must not stay trusted. Nothing is written when nothing changes."""
+        live = {j.job_id for j in jobs if not j.ended}
+        old = time.time() - FORGET_AFTER
+        self.state.forget_where(lambda rec: rec.login == self.profile.cluster.login
+                                and rec.job_id not in live and rec.submitted < old)
+
+    @contextmanager
+    def _cancel_on_signal(self) -> Iterator[None]:
+        """SIGTERM/SIGHUP/SIGINT while waiting (VS Code closing its window) cancel the job this
+        very call submitted; a job that runs already is left to the idle timer."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may take signals
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            raise _Signalled(signal.Signals(signum).name)
+
+        sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n)]
+        previous = {s: signal.signal(s, handler) for s in sigs}
+        try:
+            yield
+        except _Signalled as s:
+            for sig in sigs:
+                signal.signal(sig, signal.SIG_IGN)
+            if self._submitted:
+                self.cancel(self._submitted)
+            raise Interrupted(s.signame, self._submitted, bool(self._submitted)) from None
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -165,24 +227,78 @@ class Allocator:
             lock.release()
 
 
-def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
-    """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
-    squeue. A job counts only with slurm-proxy's name *and* comment for that profile; when there
-    are several, the one recorded locally wins, then a running one, then the oldest."""
-    by_comment = {slurm.job_comment(p.key): p for p in profiles}
-    res = login.run(slurm.squeue_argv(names=sorted({slurm.job_name(p.name) for p in profiles})))
+def allocator(cfg: Config, profile: Profile,
+              report: Callable[[Job, float], None] | None = None) -> Allocator:
+    """The allocator for ``profile``: its cluster's login connection, the local state (whose
+    host keys count only as ``cfg`` vouches for them), the profile's alias."""
+    login = open_login(profile.cluster.login, profile.cluster.backend)
+    return Allocator(login, profile, State(paths.home(), trust=trusted_by(cfg)),
+                     cfg.prefix + profile.name, report=report)
+
+
+def trusted_by(cfg: Config) -> Trust:
+    """A record's host keys count only if the config in use makes that very profile, alias and
+    cluster: records of another config, or of a removed profile or cluster, vouch for nothing."""
+    made = {p.key: (cfg.prefix + p.name, p.cluster.login) for p in cfg.profiles.values()}
+    return lambda key, rec: made.get(key) == (rec.alias, rec.login)
+
+
+class _Signalled(BaseException):
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+def user_jobs(login: Login) -> list[Job]:
+    """All the user's jobs on the cluster, from one squeue."""
+    res = login.run(slurm.squeue_argv())
     if res.returncode != 0:
         raise SlurmError("squeue", _detail(res.stderr))
+    return slurm.parse_squeue(res.stdout)
+
+
+def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
+    """slurm-proxy's live job for ``profile`` among ``jobs``: one with its name *and* comment;
+    when there are several, the recorded one wins, then a running one, then the oldest."""
+    mine = [j for j in jobs if owns(profile, j) and not j.ended]
+    if not mine:
+        return None
+    return min(mine, key=lambda j: (record is None or record.job_id != j.job_id,
+                                    j.state != "RUNNING", slurm.job_number(j)))
+
+
+def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
+    """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
+    squeue."""
+    jobs = user_jobs(login)
     records = state.jobs()
-    found: dict[str, list[Job]] = {}
-    for job in slurm.parse_squeue(res.stdout):
-        p = by_comment.get(job.comment)
-        if p and owns(p, job) and not job.ended:
-            found.setdefault(p.key, []).append(job)
-    def rank(key: str, job: Job) -> tuple[bool, bool, int]:
-        rec = records.get(key)
-        return (not rec or rec.job_id != job.job_id, job.state != "RUNNING", slurm.job_number(job))
-    return {key: min(jobs, key=lambda j: rank(key, j)) for key, jobs in found.items()}
+    found = {p.key: ours(p, jobs, records.get(p.key)) for p in profiles}
+    return {key: job for key, job in found.items() if job is not None}
+
+
+def cancel_owned(login: Login, profiles: list[Profile], state: State) -> list[str]:
+    """Cancel slurm-proxy's jobs for ``profiles`` (of one cluster): only those that Slurm lists
+    with our name and comment *and* that the local state records. The cancelled job ids."""
+    records = state.jobs()
+    jobs = owned_jobs(login, profiles, state)
+    mine = {key: job.job_id for key, job in jobs.items()
+            if key in records and records[key].job_id == job.job_id}
+    cancel(login, state, mine)
+    for p in profiles:  # records of jobs that are gone go too
+        if p.key in records and p.key not in mine:
+            state.forget(p.key, records[p.key].job_id)
+    return sorted(mine.values())
+
+
+def cancel(login: Login, state: State, jobs: dict[str, str]) -> None:
+    """scancel ``jobs`` (profile key → job id) in one call and drop their records."""
+    if not jobs:
+        return
+    res = login.run(slurm.scancel_argv(sorted(jobs.values())))
+    if res.returncode != 0:
+        raise SlurmError("scancel", _detail(res.stderr))
+    for key, job_id in jobs.items():
+        state.forget(key, job_id)
 
 
 def owns(profile: Profile, job: Job) -> bool:
@@ -202,16 +318,24 @@ def progress_line(job: Job, waited: float | None = None) -> str:
 
 
 class ChangeReporter:
-    """Default progress: one stderr line whenever the job's state or reason changes."""
+    """Progress on stderr: one line whenever the job's state or reason changes; with ``live``
+    (``up`` on a terminal) one line rewritten in place, with the time waited."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: bool = False) -> None:
+        self.live = live
         self.shown = ""
 
     def __call__(self, job: Job, waited: float) -> None:
         line = progress_line(job)
-        if line != self.shown:
+        if self.live:
+            log.rewrite(progress_line(job, waited))
+        elif line != self.shown:
             log.info(line)
-            self.shown = line
+        self.shown = line
+
+    def done(self) -> None:
+        if self.live and self.shown:
+            log.rewrite(None)
 
 
 def _detail(stderr: str) -> str:

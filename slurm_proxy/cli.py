@@ -16,15 +16,15 @@ import click
 
 from . import __version__, config, log, manage, paths, proxy, slurm, sshconfig
 from . import init as initmod
-from .allocate import progress_line
+from .allocate import ChangeReporter
 from .doctor import run_checks
-from .errors import SlurmProxyError
+from .errors import SlurmProxyError, run_reporting
 from .login import open_login
 from .state import State
 
 
 def _run(func: Callable[..., int], *args: object) -> None:
-    code = proxy.run_reporting(func, *args)
+    code = run_reporting(func, *args)
     if code:
         raise SystemExit(code)
 
@@ -67,27 +67,6 @@ def _profile_names(ctx: click.Context, param: click.Parameter, incomplete: str) 
         return []
 
 
-class _LiveReporter:
-    """`up` on a terminal: one line rewritten in place (state, reason, expected start, elapsed)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = ""
-
-    def __call__(self, job: slurm.Job, waited: float) -> None:
-        line = progress_line(job, waited)
-        if self.tty:
-            sys.stderr.write(f"\r\033[Kslurm-proxy: {line}")
-            sys.stderr.flush()
-        elif progress_line(job) != self.last:
-            log.info(line)
-        self.last = progress_line(job)
-
-    def done(self) -> None:
-        if self.tty and self.last:
-            sys.stderr.write("\n")
-
-
 @cli.command()
 @click.argument("profile", shell_complete=_profile_names)
 @click.option("--wait/--no-wait", default=True, show_default=True,
@@ -96,7 +75,7 @@ def up(profile: str, wait: bool) -> None:
     """Allocate PROFILE's job ahead of time, so that connecting is instant."""
     def run() -> int:
         cfg = config.load()
-        reporter = _LiveReporter()
+        reporter = ChangeReporter(live=sys.stderr.isatty())
         try:
             job = manage.up(cfg, cfg.profile(profile), wait, reporter)
         finally:

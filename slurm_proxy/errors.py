@@ -1,12 +1,15 @@
 """Every failure a user can cause or meet, each building its own one-line message.
 
-The core raises these; only ``cli.py`` turns them into an exit code and a line on stderr.
+The core raises these; only the command line (``cli.py``, and ``__main__`` for the ProxyCommand)
+turns them into a line on stderr and an exit code, through ``run_reporting``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from . import log
 
 
 class SlurmProxyError(Exception):
@@ -119,3 +122,15 @@ class Interrupted(SlurmProxyError):
         if job_id:
             tail = f"; cancelled pending job {job_id}" if cancelled else f"; job {job_id} kept"
         super().__init__(f"interrupted by {signal_name}{tail}")
+
+
+def run_reporting(func: Callable[..., int], *args: object) -> int:
+    """Run a core function; a domain error becomes one stderr line and its exit code."""
+    try:
+        return func(*args)
+    except SlurmProxyError as e:
+        log.error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130

@@ -14,6 +14,8 @@ Every value reaches the shell as an argument or a checked number, never as scrip
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .config import MODES, Profile
 from .hostkeys import KNOWN_HOSTS_FILES
 
@@ -57,7 +59,7 @@ SP_PROBE = r"""sp_probe() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" 
 SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
     local sshd v val env=""
     if ! sshd=$(PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v sshd); then
-        echo "no sshd on $(hostname) (install openssh-server there, or use mode adopt)" >&2
+        echo "no sshd on $(hostname) (${sp_no_sshd:-install openssh-server there, or use mode adopt})" >&2
         return 127
     fi
     sp_hostkey || return 1
@@ -160,11 +162,16 @@ say "port $started"
 """
 
 
-def srun_argv(job_id: str) -> list[str]:
-    """Mode srun: on the login node, an sshd speaking on stdio inside a new step of the job.
-    ``-u`` matters: a buffered srun holds back the SSH handshake."""
+def srun_argv(job_id: str, neighbours: Sequence[str] = ()) -> list[str]:
+    """On the login node, an sshd speaking on stdio inside a new step of the job: mode srun, and
+    mode adopt's way into the right job on a node that also runs ``neighbours`` (the user's other
+    jobs). ``-u`` matters: a buffered srun holds back the SSH handshake."""
+    hint = ""
+    if neighbours:
+        hint = (f"needed to reach job {job_id} past your job{'s' if len(neighbours) > 1 else ''} "
+                f"{', '.join(neighbours)} on this node: cancel those, or ask for openssh-server")
     return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u",
-            "bash", "-c", SP_SSHD + 'sp_sshd "$@"', "sp_sshd", "-i", "-e"]
+            "bash", "-c", SP_SSHD + 'sp_no_sshd=$1; shift; sp_sshd "$@"', "sp_sshd", hint, "-i", "-e"]
 
 
 def said_argv(job_id: str) -> list[str]:

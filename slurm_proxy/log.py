@@ -30,6 +30,17 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def rewrite(message: str | None) -> None:
+    """A line rewritten in place on a terminal (progress); ``None`` ends it."""
+    if verbosity < 0:
+        return
+    try:
+        sys.stderr.write("\n" if message is None else f"\r\033[Kslurm-proxy: {message}")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def error(message: str) -> None:
     _write(message)
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from itertools import groupby
 from typing import NamedTuple
 
-from . import log, paths, proxy, slurm
-from .allocate import owned_jobs
+from . import paths
+from .allocate import allocator, cancel_owned, owned_jobs
 from .config import Config, Profile
 from .login import open_login
 from .slurm import Job
@@ -22,36 +22,22 @@ def _by_cluster(profiles: Iterable[Profile]) -> Iterable[tuple[str, list[Profile
 
 def up(cfg: Config, profile: Profile, wait: bool,
        report: Callable[[Job, float], None] | None = None) -> Job | None:
-    """Allocate ahead of time; with ``wait``, until the job runs."""
-    alloc = proxy.allocator(profile, cfg.prefix + profile.name, report)
+    """Allocate ahead of time; with ``wait``, until the job runs. Without, the job if one was
+    there already, else None (one was submitted), under the same lock as every connect."""
+    alloc = allocator(cfg, profile, report)
     if wait:
-        return proxy.ensure_running(alloc)
-    job = alloc.query()
-    if job is None:
-        alloc.submit()
-    return job
+        return alloc.ensure_running().job
+    return alloc.find_or_submit()[0]
 
 
 def down(profiles: Iterable[Profile]) -> list[str]:
     """Cancel the jobs slurm-proxy submitted for ``profiles``: only those Slurm lists with our
     name and comment *and* that the local state records. Returns the cancelled job ids."""
     state = State(paths.home())
-    records = state.jobs()
     cancelled = []
     for _, group in _by_cluster(profiles):
         login = open_login(group[0].cluster.login, group[0].cluster.backend)
-        jobs = owned_jobs(login, group, state)
-        mine = {p.key: jobs[p.key].job_id for p in group
-                if p.key in jobs and p.key in records and records[p.key].job_id == jobs[p.key].job_id}
-        if mine:
-            res = login.run(slurm.scancel_argv(sorted(mine.values())))
-            if res.returncode != 0:
-                log.error(f"scancel: {res.stderr.strip()}")
-                continue
-            cancelled += sorted(mine.values())
-        for p in group:
-            if p.key in records:
-                state.forget(p.key, records[p.key].job_id)
+        cancelled += cancel_owned(login, group, state)
     return cancelled
 
 

@@ -13,8 +13,10 @@ from .errors import SlurmOutputError
 JOB_NAME_PREFIX = "slurm-proxy-"
 COMMENT = "slurm-proxy"
 
-# squeue fields, "|"-separated; the comment comes last because it is free text.
-_SQUEUE_FIELDS = ("%i", "%j", "%T", "%r", "%N", "%S", "%L", "%k")
+# squeue fields, "|"-separated. The job's name and comment are free text (another job of the
+# user's may have a "|" in its name), so they come last and the fixed fields are read from the
+# left; slurm-proxy's own names and comments never hold a "|".
+_SQUEUE_FIELDS = ("%i", "%T", "%r", "%N", "%S", "%L", "%j", "%k")
 SQUEUE_FORMAT = "|".join(_SQUEUE_FIELDS)
 
 ACTIVE_STATES = frozenset(
@@ -25,6 +27,8 @@ ENDED_STATES = frozenset(
     {"COMPLETING", "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
      "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "STOPPED", "REVOKED"}
 )
+# States in which a job holds its node: pam_slurm_adopt counts it among the user's jobs there.
+HOLDING_STATES = frozenset({"RUNNING", "SUSPENDED", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 # Reasons under which a RUNNING job's node is not usable yet.
 _NOT_READY_REASONS = frozenset({"Prolog", "NodeBoot"})
 
@@ -66,16 +70,13 @@ def job_number(job: Job) -> int:
     return int(job.job_id.split("_")[0].split("+")[0])
 
 
-def squeue_argv(names: list[str] | None = None, job_id: str | None = None) -> list[str]:
-    """One squeue call for the user's own jobs of the given names (or one job by id).
+def squeue_argv() -> list[str]:
+    """One squeue for all the user's jobs: slurm-proxy's own (found by id, or by name and
+    comment) and the others that may share a node with them.
 
-    ``--local`` spares slurmctld the federation lookup: jobs are submitted on this cluster."""
-    argv = ["squeue", "--me", "--local", "--noheader", f"--format={SQUEUE_FORMAT}"]
-    if names:
-        argv.append("--name=" + ",".join(names))
-    if job_id:
-        argv.append(f"--jobs={job_id}")
-    return argv
+    Two slurmctld RPCs (the user's jobs, and the partitions squeue always loads); ``--local``
+    spares a federation lookup, ``--all`` shows jobs in hidden partitions too."""
+    return ["squeue", "--me", "--local", "--all", "--noheader", f"--format={SQUEUE_FORMAT}"]
 
 
 def parse_squeue(output: str) -> list[Job]:
@@ -86,31 +87,8 @@ def parse_squeue_line(line: str) -> Job:
     parts = line.rstrip("\n").split("|", len(_SQUEUE_FIELDS) - 1)
     if len(parts) != len(_SQUEUE_FIELDS):
         raise SlurmOutputError("squeue", line, f"expected {len(_SQUEUE_FIELDS)} fields")
-    job_id, name, state, reason, nodes, start, left, comment = (p.strip() for p in parts)
+    job_id, state, reason, nodes, start, left, name, comment = (p.strip() for p in parts)
     return _job("squeue", line, job_id, name, state, reason, nodes, start, parse_duration(left), comment)
-
-
-def job_argv(job_id: str) -> list[str]:
-    """One job by its id, for a single slurmctld RPC (squeue always asks for partitions too)."""
-    return ["scontrol", "--local", "--oneliner", "show", "job", job_id]
-
-
-def parse_job(output: str) -> Job:
-    """``scontrol --oneliner show job``'s ``Key=value`` words → Job (the first of each key, so
-    free text later in the line, such as WorkDir, cannot stand in for one)."""
-    line = output.strip().split("\n", 1)[0]
-    fields: dict[str, str] = {}
-    for key, value in re.findall(r"(?:^|\s)([A-Za-z/:]+)=(\S*)", line):
-        fields.setdefault(key, value)
-    missing = [k for k in ("JobId", "JobName", "JobState", "Reason", "NodeList", "StartTime",
-                           "TimeLimit", "RunTime") if k not in fields]
-    if missing:
-        raise SlurmOutputError("scontrol", line, f"no {missing[0]}")
-    limit, run = parse_duration(fields["TimeLimit"]), parse_duration(fields["RunTime"])
-    return _job("scontrol", line, fields["JobId"], fields["JobName"], fields["JobState"],
-                fields["Reason"], fields["NodeList"], fields["StartTime"],
-                None if limit is None or run is None else max(0, limit - run),
-                fields.get("Comment", ""))
 
 
 def _job(command: str, line: str, job_id: str, name: str, state: str, reason: str, nodes: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from slurm_proxy import allocate, jobscript, log, slurm
 from slurm_proxy.allocate import Allocator
-from slurm_proxy.config import Cluster, Profile
+from slurm_proxy.config import Cluster, Config, Profile
 from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
 from slurm_proxy.login import Result
 from slurm_proxy.state import JobRecord, State
@@ -23,7 +24,7 @@ COMMENT = "slurm-proxy:hpc.debug"
 
 def line(job_id: str = "42", state: str = "PENDING", reason: str = "Priority", nodes: str = "",
          start: str = "N/A", name: str = "slurm-proxy-debug", comment: str = COMMENT) -> str:
-    return "|".join([job_id, name, state, reason, nodes, start, "1:00:00", comment])
+    return "|".join([job_id, state, reason, nodes, start, "1:00:00", name, comment])
 
 
 RUNNING = line(state="RUNNING", reason="None", nodes="node1", start="2026-11-28T13:41:07")
@@ -37,20 +38,8 @@ def out(*lines: str) -> Result:
     return Result(0, "".join(ln + "\n" for ln in lines), "")
 
 
-def as_scontrol(squeue: Result, job_id: str) -> Result:
-    """What ``scontrol show job`` says of ``job_id`` when squeue would say ``squeue``."""
-    for job_line in squeue.stdout.splitlines():
-        i, name, state, reason, nodes, start, left, comment = job_line.split("|")
-        if i == job_id:
-            return out(f"JobId={i} JobName={name} UserId=me(1000) JobState={state} Reason={reason} "
-                       f"RunTime=00:00:00 TimeLimit={left} StartTime={start} NodeList={nodes or '(null)'} "
-                       f"WorkDir=/home/me JobState=FAKE Comment={comment} StdErr=/dev/null")
-    return Result(1, "", "slurm_load_jobs error: Invalid job id specified\n")
-
-
 class FakeLogin:
-    """Records every argv; answers from per-command queues (the last answer repeats). Unless told
-    otherwise, ``scontrol show job`` answers from the squeue queue, as that squeue would."""
+    """Records every argv; answers from per-command queues (the last answer repeats)."""
 
     destination = "hpc"
 
@@ -64,11 +53,6 @@ class FakeLogin:
         self.stdin[len(self.calls)] = stdin
         self.calls.append(argv)
         answer = self.answers.get(argv[0])
-        if answer is None and argv[0] == "scontrol" and "squeue" in self.answers:
-            squeue = self.answers["squeue"]
-            answer = lambda argv: as_scontrol(  # noqa: E731
-                squeue(argv) if callable(squeue) else squeue.pop(0) if len(squeue) > 1 else squeue[0],
-                argv[-1])
         if answer is None:
             raise AssertionError(f"unexpected command {argv}")
         if callable(answer):
@@ -116,11 +100,10 @@ def allocator(login: FakeLogin, state: State, clock: FakeClock, profile: Profile
     return Allocator(login, profile, state, alias="slurm-debug", clock=clock, sleep=clock.sleep, **kw)
 
 
-SQUEUE = slurm.squeue_argv(names=["slurm-proxy-debug"])
+SQUEUE = slurm.squeue_argv()
 SBATCH = slurm.sbatch_argv(PROFILE.sbatch_options(), "slurm-proxy-debug", COMMENT)
-SCONTROL = slurm.job_argv("42")
 LOOKUP = jobscript.node_check_argv("adopt", "node1", "42")
-NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,), mode="adopt")
+NODE1: dict[str, Any] = dict(alias="slurm-debug", node="node1", host_keys=(ED,), mode="adopt", login="hpc")
 
 
 # --- poll_delays ------------------------------------------------------------------------------
@@ -146,9 +129,9 @@ def test_warm_path_is_one_query_by_job_id(state: State, clock: FakeClock) -> Non
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
     before = {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()}
     login = FakeLogin(squeue=[out(RUNNING)])
-    job = allocator(login, state, clock).ensure_running()
-    assert (job.job_id, job.node) == ("42", "node1")
-    assert login.calls == [SCONTROL]  # one slurmctld RPC
+    got = allocator(login, state, clock).ensure_running()
+    assert (got.job.job_id, got.job.node, got.mode, got.submitted) == ("42", "node1", "adopt", False)
+    assert login.calls == [SQUEUE]  # one query
     assert clock.sleeps == []
     assert not (state.dir / "locks").exists()
     assert {p.name: p.stat().st_mtime_ns for p in state.dir.iterdir()} == before  # nothing written
@@ -167,7 +150,8 @@ def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State
 
 @pytest.mark.parametrize(
     "recorded",
-    [dict(NODE1, node="old-node"), dict(NODE1, alias="debug"), dict(alias="", node="", host_keys=())],
+    [dict(NODE1, node="old-node"), dict(NODE1, alias="debug"),
+     dict(alias="", node="", host_keys=(), login="hpc")],
     ids=["other-node", "other-alias", "submitted-not-yet-running"],
 )
 def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
@@ -175,7 +159,7 @@ def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **recorded))
     login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
     allocator(login, state, clock).ensure_running()
-    assert login.commands == ["scontrol", "bash"]
+    assert login.commands == ["squeue", "bash"]
     assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", 1700000000.0, **NODE1)
 
 
@@ -198,16 +182,14 @@ def test_a_node_that_cannot_take_the_session_is_an_error_and_not_recorded(
 def test_mode_sshd_records_the_port_and_the_users_host_key(state: State, clock: FakeClock) -> None:
     profile = PROFILE._replace(mode="sshd")
     login = FakeLogin(squeue=[out(RUNNING)], bash=[out("#port 20345", f"node1 {ED}")])
-    alloc = allocator(login, state, clock, profile)
-    alloc.ensure_running()
+    got = allocator(login, state, clock, profile).ensure_running()
     assert login.calls[1] == jobscript.node_check_argv("sshd", "node1", "42")
-    assert alloc.port == 20345
+    assert got.port == 20345
     assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", state.job("hpc.debug").submitted,  # type: ignore[union-attr]
                                                port=20345, **{**NODE1, "mode": "sshd"})
     warm = FakeLogin(squeue=[out(RUNNING)])
-    again = allocator(warm, state, clock, profile)
-    again.ensure_running()
-    assert warm.commands == ["scontrol"] and again.port == 20345
+    again = allocator(warm, state, clock, profile).ensure_running()
+    assert warm.commands == ["squeue"] and again.port == 20345
 
 
 def test_a_mode_change_checks_the_node_again(state: State, clock: FakeClock) -> None:
@@ -236,14 +218,13 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
         sbatch=[Result(0, "42\n", "")],
         bash=[KEYS],
     )
-    alloc = allocator(login, state, clock)
-    job = alloc.ensure_running()
-    assert job.ready and job.job_id == "42"
-    assert login.calls == [SQUEUE, SQUEUE, SBATCH, SCONTROL, SCONTROL, SCONTROL, LOOKUP]
+    got = allocator(login, state, clock).ensure_running()
+    assert got.job.ready and got.job.job_id == "42"
+    assert login.calls == [SQUEUE, SQUEUE, SBATCH, SQUEUE, SQUEUE, SQUEUE, LOOKUP]
     assert login.stdin[2] == jobscript.batch_script(PROFILE)  # the script goes on stdin
     assert all(login.stdin[i] is None for i in (0, 1, 3, 4, 5, 6))
     assert clock.sleeps == [0.25, 0.5, 0.5]
-    assert alloc.submitted == "42"
+    assert got.submitted
     assert (state.dir / "locks").is_dir()
     record = state.job("hpc.debug")
     assert record is not None
@@ -252,10 +233,10 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
 
 def test_job_found_under_the_lock_is_not_submitted_again(state: State, clock: FakeClock) -> None:
     login = FakeLogin(squeue=[EMPTY, out(PENDING), out(RUNNING)], bash=[KEYS])
-    alloc = allocator(login, state, clock)
-    assert alloc.ensure_running().job_id == "42"
+    got = allocator(login, state, clock).ensure_running()
+    assert got.job.job_id == "42"
     assert login.commands == ["squeue", "squeue", "squeue", "bash"]
-    assert alloc.submitted is None
+    assert not got.submitted
 
 
 def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock,
@@ -263,7 +244,7 @@ def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock
     pending = out(line(reason="Resources", start="2026-11-28T14:00:00"))
     login = FakeLogin(squeue=[pending, pending, pending, out(line(reason="Priority")), out(RUNNING)],
                       bash=[KEYS])
-    job = allocator(login, state, clock).ensure_running()
+    job = allocator(login, state, clock).ensure_running().job
     assert job.ready
     assert login.commands == ["squeue"] * 5 + ["bash"]  # found pending: no lock, no sbatch
     assert len(clock.sleeps) == 4
@@ -278,7 +259,7 @@ def test_pending_job_shows_progress_until_it_runs(state: State, clock: FakeClock
 def test_running_in_prolog_is_not_ready(state: State, clock: FakeClock) -> None:
     prolog = out(line(state="RUNNING", reason="Prolog", nodes="node1"))
     login = FakeLogin(squeue=[prolog, prolog, out(RUNNING)], bash=[KEYS])
-    job = allocator(login, state, clock).ensure_running()
+    job = allocator(login, state, clock).ensure_running().job
     assert job.ready and job.reason == ""
     assert clock.sleeps == [0.25, 0.5]
 
@@ -381,7 +362,7 @@ def test_jobs_that_are_not_ours_are_ignored(state: State, clock: FakeClock) -> N
     ]
     login = FakeLogin(squeue=[out(*theirs), out(*theirs), out(*theirs, PENDING), out(*theirs, RUNNING)],
                       sbatch=[Result(0, "42\n", "")], bash=[KEYS])
-    job = allocator(login, state, clock).ensure_running()
+    job = allocator(login, state, clock).ensure_running().job
     assert (job.job_id, job.node) == ("42", "node1")
     assert "sbatch" in login.commands
 
@@ -402,16 +383,16 @@ def test_jobs_that_are_not_ours_are_ignored(state: State, clock: FakeClock) -> N
 def test_query_picks(state: State, clock: FakeClock, lines: list[str], recorded: str | None,
                      picked: str | None) -> None:
     if recorded:
-        state.record(JobRecord(job_id=recorded, profile="hpc.debug", submitted=1700000000.0))
-    job = allocator(FakeLogin(squeue=[out(*lines)]), state, clock).query()
+        state.record(JobRecord(job_id=recorded, profile="hpc.debug", submitted=1700000000.0, login="hpc"))
+    job, _ = allocator(FakeLogin(squeue=[out(*lines)]), state, clock).query()
     assert (job.job_id if job else None) == picked
 
 
-def test_query_asks_only_for_the_profiles_job_name(state: State, clock: FakeClock) -> None:
+def test_query_asks_for_all_the_users_jobs_at_once(state: State, clock: FakeClock) -> None:
     login = FakeLogin(squeue=[EMPTY])
     allocator(login, state, clock).query()
-    assert login.calls == [["squeue", "--me", "--local", "--noheader",
-                            "--format=%i|%j|%T|%r|%N|%S|%L|%k", "--name=slurm-proxy-debug"]]
+    assert login.calls == [["squeue", "--me", "--local", "--all", "--noheader",
+                            "--format=%i|%T|%r|%N|%S|%L|%j|%k"]]
 
 
 def test_unreadable_squeue_output_is_an_error(state: State, clock: FakeClock) -> None:
@@ -460,27 +441,86 @@ def test_owned_jobs_for_several_profiles(state: State) -> None:
     )])
     jobs = allocate.owned_jobs(login, [PROFILE, gpu], state)
     assert {k: j.job_id for k, j in jobs.items()} == {"hpc.debug": "42", "hpc.gpu": "50"}
-    assert login.calls == [slurm.squeue_argv(names=["slurm-proxy-debug", "slurm-proxy-gpu"])]
+    assert login.calls == [slurm.squeue_argv()]
 
 
 def test_owned_jobs_none(state: State) -> None:
     assert allocate.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
 
 
-@pytest.mark.parametrize(
-    "scontrol",
-    [Result(1, "", "slurm_load_jobs error: Invalid job id specified\n"),
-     out(f"JobId=42 JobName=other JobState=RUNNING Reason=None RunTime=0 TimeLimit=1:00:00 "
-         f"StartTime=N/A NodeList=node1 Comment={COMMENT}"),
-     out("JobId=42 JobName=slurm-proxy-debug JobState=COMPLETED Reason=None RunTime=0 TimeLimit=1:00:00 "
-         f"StartTime=N/A NodeList=node1 Comment={COMMENT}")],
-    ids=["gone", "not-ours", "ended"],
-)
-def test_a_recorded_job_slurm_no_longer_runs_for_us_falls_back_to_squeue(
-        state: State, clock: FakeClock, scontrol: Result) -> None:
+def test_a_recorded_job_slurm_no_longer_lists_gives_way_to_one_found_by_name(
+        state: State, clock: FakeClock) -> None:
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
-    login = FakeLogin(scontrol=[scontrol], squeue=[out(line(job_id="50", state="RUNNING", nodes="node1"))],
-                      bash=[KEYS])
-    job = allocator(login, state, clock).ensure_running()
+    login = FakeLogin(squeue=[out(line(job_id="50", state="RUNNING", nodes="node1"))], bash=[KEYS])
+    job = allocator(login, state, clock).ensure_running().job
     assert job.job_id == "50"
-    assert login.commands == ["scontrol", "squeue", "bash"]
+    assert login.commands == ["squeue", "bash"]
+    assert state.job("hpc.debug").job_id == "50"  # type: ignore[union-attr]
+
+
+# --- a node shared with the user's other jobs --------------------------------------------------
+
+OTHER = line(job_id="40", state="RUNNING", reason="None", nodes="node[1-2]", name="train", comment="")
+SRUN_KEYS = out(f"node1 {ED}")
+
+
+@pytest.mark.parametrize("other", [OTHER, OTHER.replace("RUNNING", "COMPLETING"),
+                                   line(job_id="40", state="RUNNING", reason="None", nodes="node1",
+                                        name="slurm-proxy-gpu", comment="slurm-proxy:hpc.gpu")],
+                         ids=["users-own-sbatch", "completing", "another-profile"])
+def test_a_shared_node_routes_adopt_through_srun_into_the_job(
+        state: State, clock: FakeClock, other: str, capsys: pytest.CaptureFixture[str]) -> None:
+    login = FakeLogin(squeue=[out(RUNNING, other)], bash=[SRUN_KEYS])
+    got = allocator(login, state, clock).ensure_running()
+    assert (got.mode, got.neighbours, got.job.job_id) == ("srun", ("40",), "42")
+    assert login.calls[1] == jobscript.node_check_argv("srun", "node1", "42")  # the user's host key
+    assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
+    said = capsys.readouterr().err
+    assert "node1 also runs your job 40: this session goes into job 42 through srun" in said
+
+
+@pytest.mark.parametrize("other", [OTHER.replace("node[1-2]", "node2"), OTHER.replace("RUNNING", "PENDING"),
+                                   OTHER.replace("RUNNING", "COMPLETED")],
+                         ids=["other-node", "pending", "ended"])
+def test_an_unshared_node_keeps_the_direct_path(state: State, clock: FakeClock, other: str) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    login = FakeLogin(squeue=[out(RUNNING, other)])
+    got = allocator(login, state, clock).ensure_running()
+    assert (got.mode, got.neighbours) == ("adopt", ())
+    assert login.calls == [SQUEUE]
+
+
+@pytest.mark.parametrize("mode", ["sshd", "srun"])
+def test_modes_that_own_the_sshd_need_no_routing(state: State, clock: FakeClock, mode: str) -> None:
+    login = FakeLogin(squeue=[out(RUNNING, OTHER)], bash=[out("#port 20345", f"node1 {ED}")])
+    got = allocator(login, state, clock, PROFILE._replace(mode=mode)).ensure_running()
+    assert got.mode == mode and got.neighbours == ("40",)
+
+
+def test_records_of_jobs_slurm_no_longer_lists_are_forgotten(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    state.record(JobRecord("30", "hpc.gpu", 1700000000.0, alias="slurm-gpu", node="node2",
+                           host_keys=(ED,), login="hpc"))
+    state.record(JobRecord("31", "other.gpu", 1700000000.0, alias="slurm-x", login="elsewhere"))
+    state.record(JobRecord("32", "hpc.new", time.time(), login="hpc"))  # just submitted elsewhere
+    allocator(FakeLogin(squeue=[out(RUNNING)]), state, clock).ensure_running()
+    assert set(State(state.dir).jobs()) == {"hpc.debug", "other.gpu", "hpc.new"}
+    assert "slurm-gpu" not in state.known_hosts.read_text()
+
+
+def test_a_record_made_for_another_login_is_not_this_clusters(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **{**NODE1, "login": "other-login"}))
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
+    allocator(login, state, clock).ensure_running()
+    assert login.commands == ["squeue", "bash"]  # its node is checked afresh
+    assert state.job("hpc.debug").login == "hpc"  # type: ignore[union-attr]
+
+
+def test_trusted_by_vouches_only_for_the_configs_own_profiles() -> None:
+    cfg = Config(Path("c.toml"), "slurm-", {"hpc": PROFILE.cluster}, {"debug": PROFILE})
+    trust = allocate.trusted_by(cfg)
+    rec = JobRecord("42", "hpc.debug", 0.0, **NODE1)
+    assert trust("hpc.debug", rec)
+    assert not trust("otp.debug", rec._replace(profile="otp.debug"))
+    assert not trust("hpc.debug", rec._replace(login="otp"))
+    assert not trust("hpc.debug", rec._replace(alias="x-debug"))

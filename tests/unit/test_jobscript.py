@@ -46,4 +46,10 @@ def test_node_check_refuses_an_unknown_mode() -> None:
 def test_srun_argv_runs_an_unbuffered_sshd_on_stdio_inside_the_job() -> None:
     argv = jobscript.srun_argv("42")
     assert argv[:7] == ["srun", "--jobid=42", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u"]
-    assert argv[-3:] == ["sp_sshd", "-i", "-e"]
+    assert argv[-4:] == ["sp_sshd", "", "-i", "-e"]
+
+
+def test_srun_argv_past_other_jobs_says_what_to_do_when_there_is_no_sshd() -> None:
+    argv = jobscript.srun_argv("42", ("40", "41"))
+    assert argv[-4:] == ["sp_sshd", "needed to reach job 42 past your jobs 40, 41 on this node: "
+                         "cancel those, or ask for openssh-server", "-i", "-e"]

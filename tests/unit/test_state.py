@@ -78,7 +78,7 @@ def test_file_and_directory_are_private(state: State) -> None:
     assert data["version"] == VERSION
     assert data["jobs"]["hpc.gpu"] == {"job_id": "42", "profile": "hpc.gpu", "submitted": 1700000000.5,
                                        "alias": "", "node": "", "host_keys": [], "port": 0,
-                                       "mode": ""}
+                                       "mode": "", "login": ""}
     assert mode(state.known_hosts) == 0o600
     assert not [p for p in state.dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -194,3 +194,34 @@ def test_symlinked_state_directory_is_refused_for_writing(state: State, tmp_path
     with pytest.raises(paths.UnsafePath):
         state.record(A)
     assert list(real.iterdir()) == []
+
+
+# --- what an alias trusts ---------------------------------------------------------------------
+
+def test_known_hosts_holds_only_what_trust_vouches_for(tmp_path: Path) -> None:
+    other = B._replace(profile="otp.debug", job_id="30", host_keys=(RSA,))
+    state = State(tmp_path / "home", trust=lambda key, rec: key == "hpc.debug")
+    state.record(B._replace(host_keys=(ED,)))
+    state.record(other)  # the same alias from another cluster: trusts nothing
+    assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
+
+
+def test_sync_rewrites_known_hosts_only_when_the_trust_changed(tmp_path: Path) -> None:
+    State(tmp_path / "home").record(B)  # written by a config that trusted it
+    assert State(tmp_path / "home").known_hosts.read_text() != ""
+    before = (tmp_path / "home" / "known_hosts").stat().st_mtime_ns
+    State(tmp_path / "home").sync_known_hosts()  # same trust: a read, no write
+    assert (tmp_path / "home" / "known_hosts").stat().st_mtime_ns == before
+    State(tmp_path / "home", trust=lambda key, rec: False).sync_known_hosts()
+    assert (tmp_path / "home" / "known_hosts").read_text() == ""
+    assert State(tmp_path / "home").job("hpc.debug") == B  # the record itself stays
+
+
+def test_forget_where_writes_nothing_when_nothing_is_stale(state: State) -> None:
+    state.record(A)
+    before = state.path.stat().st_mtime_ns
+    state.forget_where(lambda rec: rec.job_id == "nope")
+    assert state.path.stat().st_mtime_ns == before
+    state.record(B)
+    state.forget_where(lambda rec: rec.job_id == "42")
+    assert set(State(state.dir).jobs()) == {"hpc.debug"}
