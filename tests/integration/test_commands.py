@@ -70,7 +70,8 @@ def test_doctor_allocate_lands_on_the_node(clean: None) -> None:
     proc = as_user([PROXY, "doctor", "debug", "--allocate"])
     assert proc.returncode == 0, text(proc) + err(proc)
     assert "✓ ssh slurm-debug: admitted on the job's node" in text(proc)
-    assert json.loads(text(as_user([PROXY, "status", "--json"])))[0]["state"] == "RUNNING"
+    rows = {row["profile"]: row for row in json.loads(text(as_user([PROXY, "status", "--json"])))}
+    assert rows["debug"]["state"] == "RUNNING"
 
 
 def test_doctor_with_the_paramiko_backend_and_no_ssh_client(user_tmp: Path) -> None:

@@ -29,6 +29,19 @@ def test_sixteen_concurrent_cold_connects_make_one_job() -> None:
     assert sum("submitted job" in err(p) for p in procs) == 1
 
 
+def test_up_no_wait_and_connects_at_once_make_one_job() -> None:
+    """A login script's `up --no-wait` in four terminals and two connects: one lock, one job."""
+    close_masters()
+    commands = [[PROXY, "up", "debug", "--no-wait"]] * 4 + [[*SSH, "slurm-debug", "echo ok"]] * 2
+    with ThreadPoolExecutor(len(commands)) as pool:
+        procs = list(pool.map(as_user, commands))
+    failed = [err(p) for p in procs if p.returncode != 0]
+    assert not failed, failed
+    assert [text(p) for p in procs[4:]] == ["ok\n", "ok\n"]
+    assert len(jobs("slurm-proxy-debug")) == 1, jobs()
+    assert sum("submitted job" in err(p) for p in procs) == 1
+
+
 def test_hundred_sequential_warm_connects() -> None:
     first = as_user([*SSH, "slurm-debug", "true"])
     assert first.returncode == 0, err(first)

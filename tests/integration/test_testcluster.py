@@ -38,7 +38,8 @@ def test_node_denies_without_job_and_admits_with_one(clean: None) -> None:
     admitted = as_user([*SSH, "-J", "testlogin", "node2", "cat /proc/self/cgroup"])
     assert admitted.returncode == 0, err(admitted)
     # pam_slurm_adopt put the session into the job (its extern step), like on a real cluster
-    assert f"job_{job_id}/step_extern" in text(admitted) or "linuxproc" in _proctrack()
+    assert "proctrack/cgroup" in _proctrack()
+    assert f"job_{job_id}/step_extern" in text(admitted), text(admitted)
 
 
 def _proctrack() -> str:

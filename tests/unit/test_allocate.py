@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from slurm_proxy import allocate, jobscript, log, slurm
+from slurm_proxy import allocate, jobscript, log, paths, slurm
 from slurm_proxy.allocate import Allocator
 from slurm_proxy.config import Cluster, Config, Profile
 from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
@@ -84,10 +84,9 @@ class FakeClock:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> State:
-    monkeypatch.setenv("SLURM_PROXY_HOME", str(tmp_path / "home"))
+def state(monkeypatch: pytest.MonkeyPatch) -> State:
     monkeypatch.setattr(log, "verbosity", 0)
-    return State(tmp_path / "home")
+    return State(paths.home())  # the root conftest points it at the test's own directory
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from slurm_proxy.state import VERSION, JobRecord, State
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> State:
-    monkeypatch.setenv("SLURM_PROXY_HOME", str(tmp_path / "home"))
+def state(monkeypatch: pytest.MonkeyPatch) -> State:
     monkeypatch.setattr(log, "verbosity", 0)
-    return State(tmp_path / "home")
+    return State(paths.home())  # the root conftest points it at the test's own directory
 
 
 def mode(path: Path) -> int:
