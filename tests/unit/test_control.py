@@ -1,0 +1,138 @@
+"""control.py: a control socket path that fits every platform, and one creator of a master."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slurm_proxy import control, log
+from slurm_proxy.errors import LoginError, SlurmProxyError
+
+LONG_HOME = Path("/Users/firstname.lastname-with-a-rather-long-name/Library/x")  # 56 characters
+
+
+@pytest.mark.parametrize(("platform", "limit"), [("darwin", 103), ("freebsd14", 103), ("linux", 107)])
+def test_limits(platform: str, limit: int) -> None:
+    assert control.sun_path_max(platform) == limit
+
+
+def test_a_short_state_dir_keeps_the_socket() -> None:
+    path = control.socket_path("hpc", Path("/home/me/.local/state/slurm-proxy"), "darwin", uid=501)
+    assert path.parent == Path("/home/me/.local/state/slurm-proxy/cm")
+    assert len(path.name) == 16 and int(path.name, 16) >= 0
+
+
+@pytest.mark.parametrize("platform", ["darwin", "linux"])
+def test_a_long_home_moves_the_socket_to_a_short_private_dir(platform: str) -> None:
+    state = LONG_HOME / ".local" / "state" / "slurm-proxy"
+    assert len(str(LONG_HOME)) >= 56 and len(str(state / "cm" / ("0" * 16))) + 17 > 107
+    path = control.socket_path("hpc", state, platform, uid=501)
+    assert path.parent == Path("/tmp/slurm-proxy-501")
+    assert len(os.fsencode(path)) + control.SSH_SUFFIX <= control.sun_path_max(platform)
+
+
+def test_destinations_get_their_own_sockets() -> None:
+    paths = {control.socket_path(d, Path("/s"), uid=1) for d in ("hpc", "hpc2", "me@hpc", "gpu-login")}
+    assert len(paths) == 4
+
+
+def test_too_long_everywhere_names_slurm_proxy_home() -> None:
+    with pytest.raises(SlurmProxyError, match="SLURM_PROXY_HOME"):
+        control.socket_path("hpc", Path("/x" * 60), "darwin", uid=1, tmp=Path("/t" * 60))
+
+
+def listen(path: Path) -> socket.socket:
+    """A Unix socket standing in for ssh's master: it takes every connection and drops it."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(64)
+
+    def serve() -> None:
+        while True:
+            try:
+                server.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "cm" / "0123456789abcdef"
+    path.parent.mkdir(mode=0o700)
+    server = listen(path)
+    yield path
+    server.close()
+
+
+def test_a_live_master_takes_no_lock(master: Path) -> None:
+    assert control.master_alive(master)
+    with control.one_creator(master, "hpc"):
+        pass
+    assert not Path(f"{master}.lock").exists()
+
+
+def test_a_dead_socket_is_not_a_master(tmp_path: Path) -> None:
+    stale = tmp_path / "stale"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(stale))
+    s.close()  # the file stays, nobody listens: a master that died
+    assert stale.exists() and not control.master_alive(stale)
+    assert not control.master_alive(tmp_path / "missing")
+
+
+def test_one_creator_the_others_wait_then_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(log, "verbosity", 0)
+    path = tmp_path / "cm" / "0123456789abcdef"
+    created: list[str] = []
+    server: list[socket.socket] = []
+
+    def connect(name: str) -> None:
+        with control.one_creator(path, "hpc"):
+            if not control.master_alive(path):  # what ssh's ControlMaster=auto would do
+                time.sleep(0.3)  # the user types the code
+                server.append(listen(path))
+                created.append(name)
+
+    threads = [threading.Thread(target=connect, args=(f"c{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1
+    assert "another slurm-proxy is authenticating" in capsys.readouterr().err
+    server[0].close()
+
+
+def test_a_failed_login_fails_the_waiters_with_its_reason(tmp_path: Path) -> None:
+    path = tmp_path / "cm" / "0123456789abcdef"
+    attempts: list[str] = []
+    errors: list[str] = []
+    started = threading.Barrier(4)
+
+    def connect(name: str) -> None:
+        started.wait()
+        try:
+            with control.one_creator(path, "hpc"):
+                attempts.append(name)
+                time.sleep(0.3)
+                raise LoginError("hpc", "Permission denied (keyboard-interactive).")
+        except LoginError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=connect, args=(f"c{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(attempts) == 1  # one prompt, not four
+    assert errors == ["cannot reach login node 'hpc': Permission denied (keyboard-interactive)."] * 4
