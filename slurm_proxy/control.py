@@ -77,10 +77,11 @@ def one_creator(path: Path, destination: str) -> Iterator[None]:
     paths.private_dir(path.parent)
     lock = FileLock(f"{path}.lock", mode=0o600)
     failed = Path(f"{path}.failed")
-    since = time.time()
+    since, waited = time.time(), False
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        waited = True
         log.info(f"waiting for the login connection to {destination} (another slurm-proxy is "
                  "authenticating)")
         try:
@@ -89,7 +90,7 @@ def one_creator(path: Path, destination: str) -> Iterator[None]:
             raise LoginError(destination, f"another slurm-proxy took over {CREATE_TIMEOUT:.0f} s "
                              "to log in") from None
     try:
-        if not master_alive(path):
+        if waited and not master_alive(path):
             reason = _failure_since(failed, since)
             if reason:  # the login this connect waited for failed: no second prompt
                 raise LoginError(destination, reason)
@@ -105,7 +106,7 @@ def one_creator(path: Path, destination: str) -> Iterator[None]:
 
 def _failure_since(failed: Path, since: float) -> str:
     try:
-        if failed.stat().st_mtime >= since - 1:
+        if failed.stat().st_mtime >= since:
             return failed.read_text(encoding="utf-8").strip() or "the login failed"
     except OSError:
         pass

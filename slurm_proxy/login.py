@@ -12,11 +12,12 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from . import log, paths
+from . import control, log, paths
 from .errors import LoginError
 
 CONTROL_PERSIST = "10m"
@@ -75,6 +76,7 @@ class OpenSSHLogin:
         self.destination = destination
         self.ssh = find_ssh()
         self.control_dir = control_dir or paths.home() / "cm"
+        self.control_path: Path | None = None  # the master's socket, when slurm-proxy manages it
         self._options: list[str] | None = None
 
     @property
@@ -85,9 +87,11 @@ class OpenSSHLogin:
             if os.name != "nt":  # Windows' OpenSSH has no connection sharing
                 paths.private_dir(self.control_dir)
                 if not self._user_control_path():
+                    self.control_path = control.socket_path(self.destination, paths.home())
+                    paths.private_dir(self.control_path.parent)
                     self._options += [
                         "-o", "ControlMaster=auto",
-                        "-o", f"ControlPath={self.control_dir}/%C",
+                        "-o", f"ControlPath={str(self.control_path).replace('%', '%%')}",
                         "-o", f"ControlPersist={CONTROL_PERSIST}",
                     ]
         return self._options
@@ -126,16 +130,26 @@ class OpenSSHLogin:
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         cmd = [self.ssh, *self.options, "-T", "--", self.destination, shlex.join(argv)]
         log.debug(f"run on {self.destination}: {log.shown(argv)}")
-        try:
-            proc = subprocess.run(
-                cmd, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                capture_output=True, text=True, errors="replace",
-            )
-        except OSError as e:
-            raise LoginError(self.destination, f"cannot run ssh: {e}") from None
-        if proc.returncode == 255:
-            raise LoginError(self.destination, log.last_line(proc.stderr) or "ssh exited with 255")
+        with self._one_login():
+            try:
+                proc = subprocess.run(
+                    cmd, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                    capture_output=True, text=True, errors="replace",
+                )
+            except OSError as e:
+                raise LoginError(self.destination, f"cannot run ssh: {e}") from None
+            if proc.returncode == 255:
+                raise LoginError(self.destination, log.last_line(proc.stderr) or "ssh exited with 255")
         return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    @contextmanager
+    def _one_login(self) -> Iterator[None]:
+        """A command that may have to log in (no live master): one connect at a time does, the
+        others wait and share its master. Not for a user's own ControlPath, nor on Windows."""
+        self.options  # noqa: B018 - decides control_path
+        with control.one_creator(self.control_path, self.destination) if self.control_path \
+                else nullcontext():
+            yield
 
     def forward_stdio(self, host: str, port: int) -> int:
         return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])

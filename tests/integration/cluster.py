@@ -63,8 +63,11 @@ def cancel_all() -> None:
 
 
 def control_sockets() -> list[str]:
-    out = text(sh(f"ls {shlex.quote(str(STATE / 'cm'))} 2>/dev/null"))
-    return [str(STATE / "cm" / name) for name in out.split()]
+    """sptest's ssh control sockets that slurm-proxy made (the state directory's, and /tmp's for
+    a state directory too deep for a socket path)."""
+    uid = text(as_user(["id", "-u"])).strip()
+    dirs = " ".join(shlex.quote(d) for d in (str(STATE / "cm"), f"/tmp/slurm-proxy-{uid}"))
+    return text(sh(f"find {dirs} -maxdepth 1 -type s 2>/dev/null")).split()
 
 
 def reset_state() -> None:

@@ -76,8 +76,7 @@ def restore_cluster() -> None:
 def close_masters() -> None:
     """End sptest's ssh control masters to the login node: the next connect starts a new one."""
     for sock in cluster.control_sockets():
-        if not sock.endswith(".json"):
-            as_user(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"])
+        as_user(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"])
 
 
 # -- what slurm-proxy left behind ---------------------------------------------------------------

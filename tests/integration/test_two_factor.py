@@ -1,0 +1,132 @@
+"""A login node that asks for a one-time code after the key: one prompt however many connects
+start at once (through the real cluster's second login sshd, testlogin-otp, whose PAM records
+every code it is given)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+from .cluster import SSH, as_user, err, jobs, text
+from .faults import close_masters
+
+pytestmark = pytest.mark.usefixtures("clean")
+ATTEMPTS = Path("/var/lib/slurm-proxy-testcluster/otp-attempts")
+CODE = "424242"
+
+
+def otp_config(user_tmp: Path, backend: str = "openssh") -> dict[str, str]:
+    path = user_tmp / f"otp-{backend}.toml"
+    cluster.write_config(path, f'[clusters.otp]\nlogin = "testlogin-otp"\nbackend = "{backend}"\n'
+                               '[profiles.debug]\npartition = "debug"\ncpus = 1\ntime = "10:00"\n')
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+class Askpass:
+    """VS Code's conditions: an askpass program that must be used. It records every prompt and
+    answers with ``code``."""
+
+    def __init__(self, directory: Path, code: str = CODE) -> None:
+        self.asked = directory / "asked"
+        self.program = directory / "askpass"
+        (directory / "code").write_text(code)
+        self.program.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {self.asked}\ncat {directory}/code\n')
+        self.program.chmod(0o755)
+        self.asked.touch()
+        os.chown(self.asked, cluster.HOME.stat().st_uid, cluster.HOME.stat().st_gid)
+        self.env = {"SSH_ASKPASS": str(self.program), "SSH_ASKPASS_REQUIRE": "force"}
+
+    @property
+    def prompts(self) -> list[str]:
+        return [ln for ln in self.asked.read_text().splitlines() if ln]
+
+
+def no_tty(argv: list[str]) -> list[str]:
+    """argv in a new session: no controlling terminal to prompt on, as under VS Code."""
+    return ["setsid", "--wait", *argv]
+
+
+@pytest.fixture
+def codes_given() -> Callable[[], list[str]]:
+    """The second factor's answers from here on, as the login node's PAM judged them."""
+    ATTEMPTS.touch()
+    start = len(ATTEMPTS.read_text().splitlines())
+    return lambda: ATTEMPTS.read_text().splitlines()[start:]
+
+
+def connect(env: dict[str, str]) -> tuple[int, str, str]:
+    proc = as_user(no_tty([*SSH, "slurm-debug", "echo ok"]), env=env)
+    return proc.returncode, text(proc), err(proc)
+
+
+def connects_at_once(n: int, env: dict[str, str]) -> list[tuple[int, str, str]]:
+    close_masters()
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: connect(env), range(n)))
+
+
+def test_eight_concurrent_cold_connects_prompt_once(user_tmp: Path,
+                                                    codes_given: Callable[[], list[str]]) -> None:
+    askpass = Askpass(user_tmp)
+    results = connects_at_once(8, {**otp_config(user_tmp), **askpass.env})
+    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, results
+    assert len(askpass.prompts) == 1, askpass.prompts
+    assert codes_given() == ["ok"]
+    assert len(jobs("slurm-proxy-debug")) == 1
+    assert any("another slurm-proxy is authenticating" in r[2] for r in results), results
+
+
+def test_a_wrong_code_fails_every_connect_with_one_line_and_no_job(
+        user_tmp: Path, codes_given: Callable[[], list[str]]) -> None:
+    askpass = Askpass(user_tmp, code="000000")
+    results = connects_at_once(8, {**otp_config(user_tmp), **askpass.env})
+    assert all(r[0] == 255 for r in results), results
+    last = {[ln for ln in r[2].splitlines() if ln.startswith("slurm-proxy:")][-1] for r in results}
+    assert len(last) == 1 and "cannot reach login node 'testlogin-otp'" in last.pop(), results
+    # one login's tries (ssh's NumberOfPasswordPrompts: 3), not one login per connect
+    assert len(askpass.prompts) == len(codes_given()) == 3, (askpass.prompts, codes_given())
+    assert jobs() == []
+
+
+def test_a_dead_master_is_replaced_with_one_prompt(user_tmp: Path,
+                                                   codes_given: Callable[[], list[str]]) -> None:
+    askpass = Askpass(user_tmp)
+    env = {**otp_config(user_tmp), **askpass.env}
+    first = connect(env)
+    assert first[:2] == (0, "ok\n"), first
+    (sock,) = cluster.control_sockets()
+    check = as_user(["ssh", "-O", "check", "-o", f"ControlPath={sock}", "unused"])
+    found = re.search(r"pid=(\d+)", err(check))
+    assert found, err(check)
+    os.kill(int(found.group(1)), signal.SIGKILL)  # the laptop slept, the network dropped
+    results = [connect(env) for _ in range(3)]
+    assert [r[:2] for r in results] == [(0, "ok\n")] * 3, results
+    assert len(askpass.prompts) == 2 and codes_given() == ["ok", "ok"]
+
+
+def test_a_home_too_deep_for_a_socket_path_still_shares_one_login(
+        user_tmp: Path, codes_given: Callable[[], list[str]]) -> None:
+    """A home of 60+ characters (macOS's /Users/firstname.lastname is enough there): the control
+    socket moves to a short private directory, and the second connect needs no code."""
+    home = user_tmp / ("a-rather-long-home-directory-name-" + "x" * 30)
+    home.mkdir()
+    os.chown(home, cluster.HOME.stat().st_uid, cluster.HOME.stat().st_gid)
+    assert len(str(home)) >= 60
+    askpass = Askpass(user_tmp)
+    known = home / ".local" / "state" / "slurm-proxy" / "known_hosts"
+    env = {**otp_config(user_tmp), **askpass.env, "HOME": str(home)}
+    close_masters()
+    for _ in range(2):
+        proc = as_user(no_tty([*SSH, "-o", f"UserKnownHostsFile={known}", "slurm-debug", "echo ok"]),
+                       env=env)
+        assert (proc.returncode, text(proc)) == (0, "ok\n"), err(proc)
+    assert len(askpass.prompts) == 1 and codes_given() == ["ok"]
+    uid = cluster.HOME.stat().st_uid
+    assert [s for s in cluster.control_sockets() if s.startswith(f"/tmp/slurm-proxy-{uid}/")]
