@@ -731,12 +731,37 @@ def _authenticate(transport: Any, target: Target, destination: str) -> None:
         if not remaining:
             log.debug(f"authenticated with {label}")
             return
-        raise LoginError(destination, f"{target.user}@{target.host} wants {', '.join(remaining)} after the "
-                         "key (two-factor), which only the openssh backend can ask for")
+        log.debug(f"authenticated with {label}; the server also wants {', '.join(remaining)}")
+        _second_factor(transport, target, destination, remaining)
+        return
     tried = ", ".join(["ssh-agent", *(_home(p) for p in target.identity_files)])
     hint = f"; skipped {', '.join(skipped)}" if skipped else ""
     raise LoginError(destination, f"permission denied for {target.user}@{target.host} (publickey): "
                      f"no key from {tried} was accepted{hint}")
+
+
+def _second_factor(transport: Any, target: Target, destination: str, methods: Sequence[str]) -> None:
+    """What the server asks after the key (a one-time code): its prompts answered on the terminal
+    or through SSH_ASKPASS, never on the SSH stream; nothing answered is logged."""
+    from . import prompt
+
+    def answer(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
+        return [prompt.ask(f"({target.user}@{target.host}) {text}", echo) for text, echo in prompts]
+
+    try:
+        if "keyboard-interactive" in methods:
+            remaining = transport.auth_interactive(target.user, answer)
+        elif "password" in methods:
+            remaining = transport.auth_password(
+                target.user, prompt.ask(f"({target.user}@{target.host}) Password: "))
+        else:
+            raise LoginError(destination, f"{target.user}@{target.host} wants {', '.join(methods)} "
+                             "after the key, which slurm-proxy cannot answer")
+    except paramiko.AuthenticationException:
+        raise LoginError(destination, f"{target.user}@{target.host}: permission denied "
+                         f"({', '.join(methods)})") from None
+    if remaining:
+        raise LoginError(destination, f"{target.user}@{target.host} still wants {', '.join(remaining)}")
 
 
 def _keys(target: Target, skipped: list[str]) -> Iterator[tuple[Any, str]]:
@@ -759,15 +784,41 @@ def _keys(target: Target, skipped: list[str]) -> Iterator[tuple[Any, str]]:
         if not os.path.exists(path) or _public_blob(path) in offered:
             continue
         try:
-            key = paramiko.PKey.from_path(path)
-        except (TypeError, paramiko.PasswordRequiredException):  # encrypted: only an agent can use it
-            skipped.append(f"{_home(path)} (has a passphrase: add it to ssh-agent)")
+            key = _key_from(path)
+        except _NoPassphrase:
+            skipped.append(f"{_home(path)} (has a passphrase, and none was given)")
             continue
         except Exception as e:  # not a key paramiko can read (its errors share no base class)
             skipped.append(f"{_home(path)} ({_one_line(e)})")
             continue
         if key.asbytes() not in offered:
             yield key, _home(path)
+
+
+class _NoPassphrase(Exception):
+    pass
+
+
+def _key_from(path: str) -> Any:
+    """A private key file; an encrypted one's passphrase is asked once, like ssh does."""
+    from . import prompt
+
+    try:
+        return paramiko.PKey.from_path(path)
+    except (TypeError, paramiko.PasswordRequiredException):
+        pass
+    try:
+        passphrase = prompt.ask(f"Enter passphrase for key '{path}': ")
+    except (prompt.CannotAsk, prompt.Cancelled) as e:
+        log.debug(f"no passphrase for {_home(path)}: {e}")
+        raise _NoPassphrase from None
+    if not passphrase:
+        raise _NoPassphrase
+    try:
+        return paramiko.PKey.from_path(path, passphrase.encode())
+    except (paramiko.SSHException, ValueError):
+        log.info(f"wrong passphrase for {_home(path)}")
+        raise _NoPassphrase from None
 
 
 def _public_blob(private_key_path: str) -> bytes | None:

@@ -130,3 +130,47 @@ def test_a_home_too_deep_for_a_socket_path_still_shares_one_login(
     assert len(askpass.prompts) == 1 and codes_given() == ["ok"]
     uid = cluster.HOME.stat().st_uid
     assert [s for s in cluster.control_sockets() if s.startswith(f"/tmp/slurm-proxy-{uid}/")]
+
+
+# --- the paramiko backend ------------------------------------------------------------------------
+
+def test_paramiko_answers_the_code_through_askpass(user_tmp: Path,
+                                                   codes_given: Callable[[], list[str]]) -> None:
+    askpass = Askpass(user_tmp)
+    result = connect({**otp_config(user_tmp, "paramiko"), **askpass.env})
+    assert result[:2] == (0, "ok\n"), result
+    assert askpass.prompts == ["(sptest@127.0.0.1) Password: "] and codes_given() == ["ok"]
+
+
+def test_paramiko_without_a_terminal_or_askpass_says_so_in_one_line(user_tmp: Path) -> None:
+    proc = as_user(no_tty([cluster.PROXY, "up", "debug", "--no-wait"]), env=otp_config(user_tmp, "paramiko"))
+    assert proc.returncode == 1, err(proc)
+    (line,) = [ln for ln in err(proc).splitlines() if ln.strip()]
+    assert "no terminal" in line and "SSH_ASKPASS" in line and "Traceback" not in err(proc), err(proc)
+    assert jobs() == []
+
+
+def test_paramiko_asks_an_encrypted_keys_passphrase_once(user_tmp: Path) -> None:
+    """No agent, a key file with a passphrase: asked through askpass, once per connect."""
+    home = user_tmp / "laptop"
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    key = ssh_dir / "id_ed25519"
+    key.write_bytes((cluster.HOME / ".ssh" / "id_ed25519").read_bytes())
+    (ssh_dir / "id_ed25519.pub").write_bytes((cluster.HOME / ".ssh" / "id_ed25519.pub").read_bytes())
+    (ssh_dir / "known_hosts").write_bytes((cluster.HOME / ".ssh" / "known_hosts").read_bytes())
+    (ssh_dir / "config").write_text("Host testlogin\n    HostName 127.0.0.1\n    Port 2222\n"
+                                    "    User sptest\n    IdentityFile ~/.ssh/id_ed25519\n")
+    for p in (home, ssh_dir, *ssh_dir.iterdir()):
+        os.chown(p, cluster.HOME.stat().st_uid, cluster.HOME.stat().st_gid)
+    key.chmod(0o600)
+    assert as_user(["ssh-keygen", "-q", "-p", "-N", "secret", "-f", str(key)]).returncode == 0
+    askpass = Askpass(user_tmp, code="secret")
+    path = user_tmp / "plain.toml"
+    cluster.write_config(path, '[clusters.test]\nlogin = "testlogin"\nbackend = "paramiko"\n'
+                               '[profiles.debug]\npartition = "debug"\ncpus = 1\ntime = "10:00"\n')
+    env = {"SLURM_PROXY_CONFIG": str(path), "HOME": str(home), "SSH_AUTH_SOCK": "",
+           "SLURM_PROXY_HOME": str(cluster.STATE), **askpass.env}
+    proc = as_user(no_tty([cluster.PROXY, "up", "debug", "--no-wait"]), env=env)
+    assert proc.returncode == 0, err(proc)
+    assert askpass.prompts == [f"Enter passphrase for key '{key}': "]
