@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NamedTuple
 
-from . import hostkeys, jobscript, log, paths, slurm
+from . import jobscript, log, node_keys, paths, slurm
 from .config import Config, Profile
 from .errors import AllocationTimeout, Interrupted, JobEnded, NodeError, SlurmError
 from .login import Login, open_login
@@ -164,12 +164,12 @@ class Allocator:
                                     tuple(check.keys), check.port, mode, self.profile.cluster.login))
         return check.port
 
-    def check_node(self, job: Job, mode: str) -> hostkeys.NodeCheck:
+    def check_node(self, job: Job, mode: str) -> node_keys.NodeCheck:
         """Wait (on the login node) until the job's script is ready and its node takes
         connections; a node that never does is an error, a node without known keys a warning."""
         argv = jobscript.node_check_argv(mode, job.node, job.job_id, self.profile.cluster.keyscan)
         res = self.login.run(argv)
-        check = hostkeys.parse_check(res.stdout)
+        check = node_keys.parse_check(res.stdout)
         if res.returncode != 0 or check.error:
             raise NodeError(job.job_id, job.node, check.error or _detail(res.stderr))
         if not check.keys:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, config, log, manage, paths, proxy, slurm, sshconfig
+from . import __version__, config, host_block, log, manage, paths, proxy, slurm
 from . import init as initmod
 from .allocate import ChangeReporter
 from .doctor import run_checks
@@ -201,10 +201,10 @@ def ssh_config(install: bool, path: Path) -> None:
             prefix = config.load().prefix
         except SlurmProxyError:
             prefix = config.DEFAULT_PREFIX
-        block = sshconfig.host_block(prefix, sshconfig.self_command(), State(paths.home()).known_hosts)
+        block = host_block.host_block(prefix, host_block.self_command(), State(paths.home()).known_hosts)
         if not install:
             click.echo(block, nl=False)
-        elif sshconfig.install(block, path):
+        elif host_block.install(block, path):
             log.info(f"installed the {prefix}* block in {path}")
         else:
             log.info(f"{path} already has this block")

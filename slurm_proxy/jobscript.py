@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import MODES, Profile
-from .hostkeys import KNOWN_HOSTS_FILES
+from .node_keys import KNOWN_HOSTS_FILES
 
 READY_WAIT = 60.0  # seconds the login node waits for the batch script to say it is ready
 PROBE_WAIT = 15.0  # seconds it retries a node port that refuses connections
@@ -183,7 +183,7 @@ def node_check_argv(mode: str, node: str, job_id: str, keyscan: bool = False) ->
     """On the login node, once per job and node: wait until the batch script says the job is
     ready, then until the node's port takes connections, and print what ssh must trust there.
 
-    Output, for ``hostkeys.parse_check``: known_hosts lines for the node (the
+    Output, for ``node_keys.parse_check``: known_hosts lines for the node (the
     login node's own for mode adopt, the user's host key otherwise), and ``#port N`` or
     ``#error …`` lines."""
     if mode not in MODES:

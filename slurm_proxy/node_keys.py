@@ -1,4 +1,5 @@
-"""Host keys of compute nodes, as the login node knows them.
+"""Host keys of compute nodes, as the login node vouches for them (not the user's own
+known_hosts for the login node: that is ``login.known_hosts``).
 
 ``ssh slurm-gpu2`` lands on whichever node the job got, so no fixed known_hosts line can verify
 it. When an alias resolves to a new node, slurm-proxy asks the login node which keys it trusts

@@ -25,7 +25,7 @@ DRIVER = """\
 import json, sys
 from slurm_proxy import log
 from slurm_proxy.errors import LoginError
-from slurm_proxy.paramiko_login import ParamikoLogin
+from slurm_proxy.login.paramiko_backend import ParamikoLogin
 
 args = sys.argv[1:]
 if args[0] == "-v":

@@ -1,4 +1,4 @@
-"""control.py: a control socket path that fits every platform, and one creator of a master."""
+"""login/control.py: a control socket path that fits every platform, and one creator of a master."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from slurm_proxy import control, log
+from slurm_proxy import log
 from slurm_proxy.errors import LoginError, SlurmProxyError
+from slurm_proxy.login import control
 
 LONG_HOME = Path("/Users/firstname.lastname-with-a-rather-long-name/Library/x")  # 56 characters
 

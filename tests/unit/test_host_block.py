@@ -1,4 +1,4 @@
-"""sshconfig.py: the Host block for slurm-* aliases, and installing it into ~/.ssh/config."""
+"""host_block.py: the Host block for slurm-* aliases, and installing it into ~/.ssh/config."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from slurm_proxy import sshconfig
-from slurm_proxy.sshconfig import BEGIN, END
+from slurm_proxy import host_block
+from slurm_proxy.host_block import BEGIN, END
 
 CMD = ["/usr/local/bin/slurm-proxy"]
 KNOWN = Path("/home/me/.local/state/slurm-proxy/known_hosts")
 
 
 def block(prefix: str = "slurm-", command: list[str] | None = None, known_hosts: Path = KNOWN) -> str:
-    return sshconfig.host_block(prefix, command or CMD, known_hosts)
+    return host_block.host_block(prefix, command or CMD, known_hosts)
 
 
 def mode(path: Path) -> int:
@@ -87,7 +87,7 @@ USER_CONFIG = "Host hpc\n    HostName login.hpc.example.org\n    User me\n"
 
 def test_install_into_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "dot-ssh" / "config"
-    assert sshconfig.install(block(), path) is True
+    assert host_block.install(block(), path) is True
     assert path.read_text() == block()
     assert mode(path) == 0o600
     assert mode(path.parent) == 0o700
@@ -99,7 +99,7 @@ def test_install_into_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "config"
     path.write_text(USER_CONFIG)
     path.chmod(0o644)
-    assert sshconfig.install(block(), path) is True
+    assert host_block.install(block(), path) is True
     assert path.read_text() == block() + USER_CONFIG
     assert mode(path) == 0o600
     backup = tmp_path / "config.slurm-proxy.bak"
@@ -111,11 +111,11 @@ def test_install_into_an_existing_file(tmp_path: Path) -> None:
 def test_install_twice_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "config"
     path.write_text(USER_CONFIG)
-    assert sshconfig.install(block(), path) is True
+    assert host_block.install(block(), path) is True
     before = path.read_text()
     stat_before = path.stat()
     backup_before = (tmp_path / "config.slurm-proxy.bak").read_text()
-    assert sshconfig.install(block(), path) is False
+    assert host_block.install(block(), path) is False
     assert path.read_text() == before
     assert path.stat().st_ino == stat_before.st_ino  # not even rewritten
     assert path.stat().st_mtime_ns == stat_before.st_mtime_ns
@@ -130,7 +130,7 @@ def test_install_replaces_an_older_block_in_place(tmp_path: Path, tail: str) -> 
     after = USER_CONFIG if tail else ""
     original = before + old_block + after
     path.write_text(original)
-    assert sshconfig.install(block(), path) is True
+    assert host_block.install(block(), path) is True
     assert path.read_text() == before + block() + after
     assert path.read_text().count(BEGIN) == 1
     assert "/old/slurm-proxy" not in path.read_text()
@@ -141,16 +141,16 @@ def test_install_replaces_only_the_first_block(tmp_path: Path) -> None:
     path = tmp_path / "config"
     old = f"{BEGIN}\nold one\n{END}\n"
     path.write_text(old + USER_CONFIG + old)
-    assert sshconfig.install(block(), path) is True
+    assert host_block.install(block(), path) is True
     assert path.read_text() == block() + USER_CONFIG + old
 
 
 def test_install_a_changed_block_keeps_the_user_config(tmp_path: Path) -> None:
     path = tmp_path / "config"
-    sshconfig.install(block(), path)
+    host_block.install(block(), path)
     path.write_text(path.read_text() + USER_CONFIG)
     other = block(command=["/new/slurm-proxy"], known_hosts=tmp_path / "kh")
-    assert sshconfig.install(other, path) is True
+    assert host_block.install(other, path) is True
     assert path.read_text() == other + USER_CONFIG
 
 
@@ -160,7 +160,7 @@ def test_install_through_a_symlink_updates_the_target(tmp_path: Path) -> None:
     target.write_text(USER_CONFIG)
     link = tmp_path / "config"
     link.symlink_to(target)
-    sshconfig.install(block(), link)
+    host_block.install(block(), link)
     assert link.is_symlink()
     assert target.read_text() == block() + USER_CONFIG
 

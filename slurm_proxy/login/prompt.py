@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from .errors import SlurmProxyError
+from ..errors import SlurmProxyError
 
 
 class CannotAsk(SlurmProxyError):

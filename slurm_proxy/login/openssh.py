@@ -1,9 +1,6 @@
-"""The connection to the login node: run a command there, or hand our stdio to a TCP hop.
-
-``login.py`` knows nothing of Slurm. ``OpenSSHLogin`` drives the system ``ssh`` client with
-automatic connection sharing, so the Slurm query and the final ``ssh -W`` hop ride one
-authenticated connection (one 2FA prompt).
-"""
+"""The OpenSSH backend: the system ``ssh`` client with automatic connection sharing, so the Slurm
+query and the final ``ssh -W`` hop ride one authenticated connection (one 2FA prompt), and ``exec``
+of ssh for the hop, so the proxy's own process is gone once the session runs."""
 
 from __future__ import annotations
 
@@ -15,46 +12,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
-from . import control, log, paths
-from .errors import LoginError
+from .. import log, paths
+from ..errors import LoginError
+from . import control
+from .base import SSH_CONFIG_FILES, Result, no_exec
 
 CONTROL_PERSIST = "10m"
-SSH_CONFIG_FILES = ("~/.ssh/config", "/etc/ssh/ssh_config", "/etc/ssh/ssh_config.d")
-
-
-class Result(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class Login(Protocol):
-    destination: str
-
-    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
-        """Run ``argv`` on the login node (never reading our stdin)."""
-
-    def forward_stdio(self, host: str, port: int) -> int:
-        """Join our stdin/stdout to ``host:port`` as seen from the login node."""
-
-    def forward_command(self, argv: Sequence[str]) -> int:
-        """Join our stdin/stdout to ``argv`` run on the login node; its exit status."""
-
-
-def open_login(destination: str, backend: str = "") -> Login:
-    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, or no
-    ``ssh`` client is installed. Only the paramiko backend imports paramiko."""
-    if backend != "paramiko":
-        try:
-            return OpenSSHLogin(destination)
-        except LoginError:
-            if backend == "openssh":
-                raise
-    from .paramiko_login import ParamikoLogin
-
-    return ParamikoLogin(destination)
+# What `ssh -G` answers depends on: ssh's own config files, and Debian's drop-in directory that
+# /etc/ssh/ssh_config includes (a file added there changes the directory's time).
+WATCHED_CONFIG = (*SSH_CONFIG_FILES, "/etc/ssh/ssh_config.d")
 
 
 def find_ssh() -> str:
@@ -99,7 +66,7 @@ class OpenSSHLogin:
     def _user_control_path(self) -> bool:
         """Does the user's ssh config set a ControlPath for the login host? ``ssh -G`` knows; its
         answer is kept, keyed by the ssh config files' times, so warm connects skip it."""
-        stamp = [_mtime(p) for p in SSH_CONFIG_FILES]
+        stamp = [_mtime(p) for p in WATCHED_CONFIG]
         cache = self.control_dir / "user-controlpath.json"
         try:
             known = json.loads(cache.read_text())
@@ -166,12 +133,6 @@ class OpenSSHLogin:
         if no_exec():
             return subprocess.call(cmd)
         os.execv(self.ssh, cmd)
-
-
-def no_exec() -> bool:
-    """Windows has no exec that replaces the process (nor fork, nor select on pipes): there a
-    child or a thread does the work. ``SLURM_PROXY_NO_EXEC`` takes that path anywhere."""
-    return os.name == "nt" or bool(os.environ.get("SLURM_PROXY_NO_EXEC"))
 
 
 def _mtime(path: str) -> float:

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import log, paths
-from .errors import LoginError, SlurmProxyError
+from .. import log, paths
+from ..errors import LoginError, SlurmProxyError
 
 SSH_SUFFIX = 17  # ssh binds "<ControlPath>.XXXXXXXXXXXXXXXX" and renames it into place
 CREATE_TIMEOUT = 300.0  # seconds a connect waits for another one's login (a code being typed)

@@ -1,4 +1,4 @@
-"""hostkeys.py: the keys the login node trusts for a compute node, from ``ssh-keygen -F``.
+"""node_keys.py: the keys the login node trusts for a compute node, from ``ssh-keygen -F``.
 
 ssh-keygen -F prints ``# Host NODE found: line N `` (then ``CA`` or ``REVOKED`` for marked lines)
 before each matching known_hosts line, as is.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from slurm_proxy import hostkeys
+from slurm_proxy import node_keys
 
 ED = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 RSA = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
@@ -41,11 +41,11 @@ HASHED = "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg="
     ],
 )
 def test_parse(output: str, keys: list[str]) -> None:
-    assert hostkeys.parse(output) == keys
+    assert node_keys.parse(output) == keys
 
 
 def test_parse_never_keeps_a_host_name_or_newline() -> None:
-    keys = hostkeys.parse(f"node1 ssh-ed25519 {ED}\r\n{HASHED} ssh-rsa {RSA}\n")
+    keys = node_keys.parse(f"node1 ssh-ed25519 {ED}\r\n{HASHED} ssh-rsa {RSA}\n")
     assert keys == [f"ssh-ed25519 {ED}", f"ssh-rsa {RSA}"]
     assert all(len(k.split()) == 2 for k in keys)
 
@@ -54,24 +54,24 @@ def test_parse_does_not_trust_a_revoked_key() -> None:
     output = (f"# Host node1 found: line 3\nnode1 ssh-rsa {RSA}\n"
               f"# Host node1 found: line 7 REVOKED\n@revoked * ssh-rsa {RSA}\n"
               f"# Host node1 found: line 4\nnode1 ssh-ed25519 {ED}\n")
-    assert hostkeys.parse(output) == [f"ssh-ed25519 {ED}"]
+    assert node_keys.parse(output) == [f"ssh-ed25519 {ED}"]
 
 
 @pytest.mark.parametrize(
     ("output", "check"),
     [
-        pytest.param(f"node1 ssh-ed25519 {ED}\n", hostkeys.NodeCheck([f"ssh-ed25519 {ED}"]), id="adopt"),
+        pytest.param(f"node1 ssh-ed25519 {ED}\n", node_keys.NodeCheck([f"ssh-ed25519 {ED}"]), id="adopt"),
         pytest.param(f"#port 20345\nnode1 ssh-ed25519 {ED}\n",
-                     hostkeys.NodeCheck([f"ssh-ed25519 {ED}"], 20345), id="sshd"),
+                     node_keys.NodeCheck([f"ssh-ed25519 {ED}"], 20345), id="sshd"),
         pytest.param("#error no sshd on node1 (install openssh-server there)\n",
-                     hostkeys.NodeCheck([], 0, "no sshd on node1 (install openssh-server there)"),
+                     node_keys.NodeCheck([], 0, "no sshd on node1 (install openssh-server there)"),
                      id="error"),
-        pytest.param("#port 99999\n", hostkeys.NodeCheck([], 0, "bad port '99999'"), id="port-out-of-range"),
-        pytest.param("#port 22; rm -rf ~\n", hostkeys.NodeCheck([], 0, "bad port '22; rm -rf ~'"),
+        pytest.param("#port 99999\n", node_keys.NodeCheck([], 0, "bad port '99999'"), id="port-out-of-range"),
+        pytest.param("#port 22; rm -rf ~\n", node_keys.NodeCheck([], 0, "bad port '22; rm -rf ~'"),
                      id="port-not-a-number"),
-        pytest.param("#error\n", hostkeys.NodeCheck([], 0, "unknown error"), id="empty-error"),
-        pytest.param("", hostkeys.NodeCheck([]), id="nothing"),
+        pytest.param("#error\n", node_keys.NodeCheck([], 0, "unknown error"), id="empty-error"),
+        pytest.param("", node_keys.NodeCheck([]), id="nothing"),
     ],
 )
-def test_parse_check(output: str, check: hostkeys.NodeCheck) -> None:
-    assert hostkeys.parse_check(output) == check
+def test_parse_check(output: str, check: node_keys.NodeCheck) -> None:
+    assert node_keys.parse_check(output) == check

@@ -1,4 +1,5 @@
-"""The ``Host`` block that sends ``slurm-*`` aliases through slurm-proxy, and installing it."""
+"""Installing the ``Host`` block that sends ``slurm-*`` aliases through slurm-proxy into the
+user's ssh config (reading ssh config is ``login.ssh_config``'s job)."""
 
 from __future__ import annotations
 

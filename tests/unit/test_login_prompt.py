@@ -1,4 +1,4 @@
-"""prompt.py: where a secret is asked, by OpenSSH's rules, and the askpass program's answer."""
+"""login/prompt.py: where a secret is asked, by OpenSSH's rules, and the askpass program's answer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_proxy import prompt
+from slurm_proxy.login import prompt
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,28 @@
+"""The connection to the login node: run a command there, or hand our stdio to a TCP hop.
+
+Nothing here knows of Slurm. The contract is ``base``; each backend is a module of its own
+(``openssh``, ``paramiko_backend``), and ``open_login`` chooses one, importing the paramiko backend
+only when it is chosen, so the default path never pays for paramiko.
+"""
+
+from __future__ import annotations
+
+from ..errors import LoginError
+from .base import Login, Result, no_exec
+from .openssh import OpenSSHLogin, find_ssh
+
+__all__ = ["Login", "OpenSSHLogin", "Result", "find_ssh", "no_exec", "open_login"]
+
+
+def open_login(destination: str, backend: str = "") -> Login:
+    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, or no
+    ``ssh`` client is installed."""
+    if backend != "paramiko":
+        try:
+            return OpenSSHLogin(destination)
+        except LoginError:
+            if backend == "openssh":
+                raise
+    from .paramiko_backend import ParamikoLogin
+
+    return ParamikoLogin(destination)

@@ -1,0 +1,90 @@
+"""The package's imports form no circle, and the login contract imports no backend."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import slurm_proxy
+
+PACKAGE = Path(slurm_proxy.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The slurm_proxy modules ``path`` imports, at its top or inside a function (lazily)."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("slurm_proxy")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("slurm_proxy"):
+                continue
+            for alias in node.names:  # `from . import x` names a module when x is one
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+    return found - {me}
+
+
+MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
+GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_import_circle() -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(GRAPH.get(module, ())):
+            if state.get(dep) == 1:
+                raise AssertionError("import circle: " + " → ".join([*path, module, dep]))
+            if dep not in state:
+                visit(dep, [*path, module])
+        state[module] = 2
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module, [])
+
+
+def test_the_graph_is_read() -> None:
+    assert "slurm_proxy.login.base" in GRAPH["slurm_proxy.login.openssh"]
+    assert "slurm_proxy.login.paramiko_backend" in GRAPH["slurm_proxy.login"]  # the lazy import
+
+
+def test_the_login_contract_imports_no_backend() -> None:
+    assert not {m for m in GRAPH["slurm_proxy.login.base"] if m.startswith("slurm_proxy.login")}
+
+
+def test_no_module_does_too_many_jobs() -> None:
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long
+
+
+def test_every_module_says_its_job() -> None:
+    assert [m for m in MODULES if not ast.get_docstring(ast.parse((PACKAGE.parent / (
+        m.replace(".", "/") + ("/__init__.py" if (PACKAGE.parent / m.replace(".", "/")).is_dir() else ".py"))
+    ).read_text()))] == []
+
+
+def test_the_proxy_path_never_imports_paramiko_or_click() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import slurm_proxy.proxy"],
+                         capture_output=True, text=True, check=True).stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in out.splitlines()}
+    assert not {m for m in loaded if m.split(".")[0] in ("paramiko", "click", "filelock")}

@@ -1,0 +1,48 @@
+"""login/auth.py: which keys are offered, in ssh's order, and an encrypted one's passphrase."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fakes import target
+
+from slurm_proxy.login import auth, prompt
+
+
+def keygen(path: Path, passphrase: str = "") -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
+
+
+@pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="no ssh-keygen")
+def test_key_files_in_order_and_a_locked_one_is_named(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("SSH_ASKPASS", raising=False)
+    monkeypatch.setattr(prompt, "has_tty", lambda: False)
+    keygen(home / "locked", "secret")
+    keygen(home / "plain")
+    skipped: list[str] = []
+    t = target(identity_files=(str(home / "missing"), str(home / "locked"), str(home / "plain")))
+    keys = list(auth._keys(t, skipped))
+    assert [label for _, label in keys] == ["~/plain"]
+    assert keys[0][0].asbytes() == auth._public_blob(str(home / "plain"))
+    assert skipped == ["~/locked (has a passphrase, and none was given)"]
+
+
+def test_a_locked_key_file_is_opened_with_the_passphrase_askpass_gives_once(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    keygen(home / "locked", "secret")
+    asked = home / "asked"
+    program = home / "askpass"
+    program.write_text(f'#!/bin/sh\necho "$1" >> {asked}\necho secret\n')
+    program.chmod(0o755)
+    monkeypatch.setenv("SSH_ASKPASS", str(program))
+    monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
+    skipped: list[str] = []
+    keys = list(auth._keys(target(identity_files=(str(home / "locked"),)), skipped))
+    assert [label for _, label in keys] == ["~/locked"] and skipped == []
+    assert keys[0][0].asbytes() == auth._public_blob(str(home / "locked"))
+    assert asked.read_text() == f"Enter passphrase for key '{home / 'locked'}': \n"
