@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from . import config_file
 from .errors import BadAlias, ConfigError, UnknownProfile
 from .slurm import parse_duration
 
@@ -40,6 +42,8 @@ OWNED_SBATCH_OPTIONS = (
     "wrap", "job-name", "comment", "output", "error", "input", "parsable", "array", "wait",
     "test-only", "uid", "gid", "export-file", "batch",
 )
+# sbatch's own long options that are prefixes of owned ones: full names, not abbreviations.
+SBATCH_PREFIX_OPTIONS = ("export",)
 
 
 MODES = ("adopt", "sshd", "srun")
@@ -95,11 +99,7 @@ class Config(NamedTuple):
     profiles: dict[str, Profile]
 
     def profile_for_alias(self, alias: str) -> Profile:
-        name = profile_name(alias, self.prefix)
-        try:
-            return self.profiles[name]
-        except KeyError:
-            raise UnknownProfile(name, sorted(self.profiles), self.path) from None
+        return self.profile(profile_name(alias, self.prefix))
 
     def profile(self, name: str) -> Profile:
         check_name(name, "profile name")
@@ -149,34 +149,22 @@ def config_path() -> Path:
 
 def load(path: Path | None = None) -> Config:
     path = path or config_path()
-    _check_not_writable_by_others(path)
+    data = config_file.read(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "no configuration file (create one with `slurm-proxy init`)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, f"cannot read: {e}") from None
+        text = data.decode("utf-8").removeprefix("\ufeff")  # a BOM: Notepad writes one
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(path, f"not UTF-8 text (byte {data[e.start]:#04x}); save the file as UTF-8",
+                          line) from None
     try:
-        data = tomllib.loads(text)
+        parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise ConfigError(path, f"invalid TOML: {msg}", int(m.group(1)) if m else None) from None
-    return _Reader(path, text).config(data)
-
-
-def _check_not_writable_by_others(path: Path) -> None:
-    """Whoever can write the config can choose what runs on the login node: only its owner."""
-    if os.name == "nt":
-        return
-    for p, what in ((path, "file"), (path.parent, "directory")):
-        try:
-            mode = p.stat().st_mode
-        except OSError:
-            continue
-        if mode & 0o002:
-            raise ConfigError(path, f"the config {what} {p} is writable by everyone; "
-                                    f"run: chmod go-w {p}")
+    except RecursionError:
+        raise ConfigError(path, "invalid TOML: nested too deeply") from None
+    return _Reader(path, text).config(parsed)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -190,7 +178,7 @@ def _word(value: str) -> bool:
 
 
 def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in choices), " or ".join(repr(c) for c in choices)
+    return (lambda v: v in choices), " or ".join(json.dumps(c) for c in choices)
 
 
 _VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
@@ -215,6 +203,19 @@ _CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _toml(value: Any) -> str:
+    """A value as it is spelled in TOML (``true``, ``"x"``), for messages about the file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)[:80]
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{…}"
+    return str(value)
+
+
 def _duration_ok(value: str, allow_zero: bool) -> bool:
     try:
         seconds = parse_duration(value)
@@ -230,6 +231,8 @@ def _sbatch_arg_problem(arg: str) -> str | None:
     if not m:
         return "each entry must be one long option, --name or --name=value"
     name = m.group(1)
+    if name in SBATCH_PREFIX_OPTIONS:
+        return None
     for owned in OWNED_SBATCH_OPTIONS:
         if owned.startswith(name):
             return f"--{owned} is set by slurm-proxy itself"
@@ -288,7 +291,7 @@ class _Reader:
                     raise self.error(f"unknown key {key!r} in [{where}] (known: "
                                      f"{', '.join(_CLUSTER_KEYS)})", where, key)
                 if key != "login" and not expect[0](value):
-                    raise self.error(f"{key} = {value!r}: expected {expect[1]}", where, key)
+                    raise self.error(f"{key} = {_toml(value)}: expected {expect[1]}", where, key)
             login = body.get("login")
             if not valid_login(login):
                 raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
@@ -324,9 +327,10 @@ class _Reader:
         """``[key.NAME]`` tables as (NAME, body, "key.NAME"), each name and body checked."""
         for name, body in self.table(data, key).items():
             where = f"{key}.{name}"
-            if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME or not name.isascii():
-                raise self.error(f"{what} name {name!r} may hold only letters, digits, '_', '.', "
-                                 f"'-' (at most {MAX_NAME}, starting with a letter or digit)", where)
+            try:
+                check_name(name, f"{what} name")
+            except BadAlias as e:
+                raise self.error(f"{what} name {name!r}: {e.reason}", where) from None
             if not isinstance(body, dict):
                 raise self.error(f"[{where}] must be a table", where)
             yield name, body, where
@@ -341,7 +345,7 @@ class _Reader:
             elif key in _VALUE_CHECKS:
                 typ, ok, expect = _VALUE_CHECKS[key]
                 if (typ is int and isinstance(value, bool)) or not isinstance(value, typ) or not ok(value):
-                    raise self.error(f"{key} = {value!r}: expected {expect}", where, key)
+                    raise self.error(f"{key} = {_toml(value)}: expected {expect}", where, key)
                 out[key] = value
             elif key in _SECONDS:
                 out[key] = self.seconds(value, where, key)
@@ -364,5 +368,5 @@ class _Reader:
             return value
         if isinstance(value, str) and _duration_ok(value, allow_zero=True):
             return parse_duration(value) or 0
-        raise self.error(f"{key} = {value!r}: expected seconds (a whole number >= 0) or a "
+        raise self.error(f"{key} = {_toml(value)}: expected seconds (a whole number >= 0) or a "
                          "Slurm time like \"30:00\"", where, key)

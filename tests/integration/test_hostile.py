@@ -5,6 +5,7 @@ traceback, and nothing is submitted or followed."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,10 +43,10 @@ def fake_squeue(user_tmp: Path) -> Iterator[Path]:
 @pytest.mark.parametrize(
     ("squeue_output", "problem"),
     [
-        pytest.param("12|slurm-proxy-debug|RUNN", "expected 8 fields", id="truncated"),
-        pytest.param("12|slurm-proxy-debug|EXPLODING|None|node1|N/A|59:00|slurm-proxy:test.debug\n",
+        pytest.param("12|RUNN", "expected 8 fields", id="truncated"),
+        pytest.param("12|EXPLODING|None|node1|N/A|59:00|slurm-proxy-debug|slurm-proxy:test.debug\n",
                      "unknown job state EXPLODING", id="unknown-state"),
-        pytest.param("$(id)|slurm-proxy-debug|RUNNING|None|node1|N/A|59:00|slurm-proxy:test.debug\n",
+        pytest.param("$(id)|RUNNING|None|node1|N/A|59:00|slurm-proxy-debug|slurm-proxy:test.debug\n",
                      "bad job id", id="bad-job-id"),
         pytest.param("\x00\x01\xff garbage\n", "expected 8 fields", id="binary"),
     ],
@@ -141,3 +142,29 @@ def test_keyscan_from_the_login_node_is_an_opt_in_fallback(login_knows_no_node_k
     (_, _, _, node), = jobs()
     node_key = (Path("/var/lib/slurm-proxy-testcluster/keys") / f"{node}.pub").read_text().split()
     assert f"slurm-debug {node_key[0]} {node_key[1]}" in (STATE / "known_hosts").read_text()
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646], ids=["group-writable", "world-writable"])
+def test_a_config_others_can_change_runs_nothing(user_tmp: Path, mode: int) -> None:
+    path = user_tmp / "config.toml"
+    cluster.write_config(path, cluster.TEST_CONFIG)
+    path.chmod(mode)
+    proc = as_user([*SSH, "slurm-debug", "true"], env={"SLURM_PROXY_CONFIG": str(path)})
+    assert proc.returncode != 0
+    lines = [ln for ln in err(proc).splitlines() if ln.startswith("slurm-proxy:")]
+    assert lines == [f"slurm-proxy: {path}: the config file {path} is writable by others; "
+                     f"run: chmod go-w {path}"], err(proc)
+    assert jobs() == []
+
+
+def test_a_config_of_ones_own_in_a_sticky_shared_directory_works(user_tmp: Path) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="sp-shared-", dir="/tmp"))
+    try:
+        shared.chmod(0o1777)
+        path = shared / "config.toml"
+        cluster.write_config(path, cluster.TEST_CONFIG)
+        shutil.chown(path, cluster.USER, cluster.USER)  # sptest's own file, 0644, in /tmp's like
+        proc = as_user([*SSH, "slurm-debug", "echo ok"], env={"SLURM_PROXY_CONFIG": str(path)})
+        assert (proc.returncode, text(proc)) == (0, "ok\n"), err(proc)
+    finally:
+        shutil.rmtree(shared)

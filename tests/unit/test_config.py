@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slurm_proxy import config
+from slurm_proxy import config, config_file
 from slurm_proxy.config import Cluster, Profile
 from slurm_proxy.errors import BadAlias, ConfigError, UnknownProfile
 
@@ -262,14 +262,14 @@ BAD_VALUES = [
     # (id, profile body line, text expected in the message)
     ("cpus-negative", "cpus = -1", "cpus = -1"),
     ("cpus-zero", "cpus = 0", "cpus = 0"),
-    ("cpus-bool", "cpus = true", "cpus = True"),
-    ("cpus-string", 'cpus = "4"', "cpus = '4'"),
+    ("cpus-bool", "cpus = true", "cpus = true"),
+    ("cpus-string", 'cpus = "4"', 'cpus = "4"'),
     ("cpus-float", "cpus = 4.5", "cpus = 4.5"),
     ("cpus-huge", "cpus = 100001", "expected a whole number"),
-    ("mem-lots", 'mem = "lots"', "mem = 'lots'"),
+    ("mem-lots", 'mem = "lots"', 'mem = "lots"'),
     ("mem-space", 'mem = "32 G"', "mem"),
     ("mem-int", "mem = 32", "mem = 32"),
-    ("time-soon", 'time = "soon"', "time = 'soon'"),
+    ("time-soon", 'time = "soon"', 'time = "soon"'),
     ("time-zero", 'time = "0"', "time"),
     ("time-unlimited", 'time = "UNLIMITED"', "time"),
     ("time-int", "time = 60", "time"),
@@ -305,7 +305,7 @@ BAD_VALUES = [
     ("typo", "cpu = 4", "unknown key 'cpu'"),
     ("cluster-int", "cluster = 1", "cluster must be a string"),
     ("cluster-unknown", 'cluster = "nope"', "unknown cluster 'nope'"),
-    ("mode-unknown", 'mode = "rsh"', "mode = 'rsh': expected 'adopt' or 'sshd' or 'srun'"),
+    ("mode-unknown", 'mode = "rsh"', 'mode = "rsh": expected "adopt" or "sshd" or "srun"'),
     ("mode-list", 'mode = ["srun"]', "mode"),
 ]
 
@@ -351,11 +351,11 @@ BAD_FILES = [
     ("clusters-not-table", "clusters = 5\n[profiles.p]\n", "clusters", "clusters must be a table"),
     ("profile-not-table", CLUSTER + "[profiles]\np = 3\n", None, "[profiles.p] must be a table"),
     ("cluster-mode", '[clusters.a]\nlogin = "a"\nmode = "ssh"\n[profiles.p]\n', "mode =",
-     "mode = 'ssh': expected 'adopt' or 'sshd' or 'srun'"),
+     'mode = "ssh": expected "adopt" or "sshd" or "srun"'),
     ("cluster-backend", '[clusters.a]\nlogin = "a"\nbackend = "putty"\n[profiles.p]\n', "backend =",
-     "expected 'openssh' or 'paramiko'"),
+     'expected "openssh" or "paramiko"'),
     ("cluster-keyscan", '[clusters.a]\nlogin = "a"\nkeyscan = "yes"\n[profiles.p]\n', "keyscan =",
-     "keyscan = 'yes': expected true or false"),
+     'keyscan = "yes": expected true or false'),
     ("cluster-unknown-key", '[clusters.a]\nlogin = "a"\npartition = "x"\n[profiles.p]\n', "partition =",
      "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan)"),
     ("same-key-other-table", CLUSTER + "[defaults]\ncpus = 4\n[profiles.p]\ncpus = 0\n", "cpus = 0",
@@ -426,7 +426,7 @@ def test_missing_file_from_the_environment(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b"[clusters.hpc]\nlogin = \"h\xffpc\"\n")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"config.toml:2: not UTF-8 text \(byte 0xff\)"):
         config.load(path)
 
 
@@ -447,15 +447,96 @@ def test_empty_prefix_is_refused(tmp_path: Path) -> None:
     load_error(tmp_path, 'prefix = ""\n' + CLUSTER + "[profiles.p]\n")
 
 
-@pytest.mark.parametrize("target", ["file", "directory"])
-def test_world_writable_config_is_refused(tmp_path: Path, target: str) -> None:
+GOOD = '[clusters.c]\nlogin = "hpc"\n[profiles.p]\ncpus = 1\n'
+
+
+def private_config(tmp_path: Path) -> Path:
     d = tmp_path / "cfg"
-    d.mkdir()
+    d.mkdir(mode=0o700)
     path = d / "config.toml"
-    path.write_text('[clusters.c]\nlogin = "hpc"\n[profiles.p]\ncpus = 1\n')
-    os.chmod(path if target == "file" else d, 0o777 if target == "directory" else 0o666)
-    with pytest.raises(ConfigError, match="writable by everyone"):
+    path.write_text(GOOD)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize(("target", "mode"), [("file", 0o666), ("file", 0o620), ("directory", 0o777),
+                                              ("directory", 0o770)],
+                         ids=["file-world", "file-group", "dir-world", "dir-group"])
+def test_a_config_others_can_change_is_refused(tmp_path: Path, target: str, mode: int) -> None:
+    path = private_config(tmp_path)
+    changed = path if target == "file" else path.parent
+    changed.chmod(mode)
+    with pytest.raises(ConfigError, match=f"writable by others; run: chmod go-w {changed}$"):
         config.load(path)
+
+
+def test_a_file_of_ones_own_in_a_sticky_shared_directory_is_fine(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    path = shared / "config.toml"
+    path.write_text(GOOD)
+    assert config.load(path).profiles["p"].cpus == 1
+
+
+def test_a_symlinked_config_is_judged_where_it_points(tmp_path: Path) -> None:
+    target = private_config(tmp_path)
+    target.parent.chmod(0o777)
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match=f"directory {target.parent} is writable by others"):
+        config.load(link)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = private_config(tmp_path)
+    assert config_file.unsafe_path(path, uid=os.getuid(), home=tmp_path) == ""
+    os.chown(path, 4242, 4242)  # someone else's file, not root's
+    problem = config_file.unsafe_path(path, uid=os.getuid(), home=tmp_path)
+    assert "belongs to another user (uid 4242)" in problem
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        config.load(path)
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        config.load(fifo)
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = private_config(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert "p" in config.load(path).profiles
+
+
+def test_a_latin1_byte_names_its_line(tmp_path: Path) -> None:
+    path = private_config(tmp_path)
+    path.write_bytes(GOOD.encode() + b'mem = "4G" # caf\xe9\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.line == 5 and "not UTF-8" in str(info.value) and "0xe9" in str(info.value)
+
+
+def test_toml_nested_too_deep_is_one_line(tmp_path: Path) -> None:
+    path = private_config(tmp_path)
+    path.write_text("x = " + "[" * 500 + "]" * 500 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("arg", ["--export=NONE", "--export=ALL,FOO=bar", "--exclusive"])
+def test_real_sbatch_options_that_look_like_owned_abbreviations_are_accepted(tmp_path: Path,
+                                                                             arg: str) -> None:
+    cfg = config.load(write(tmp_path, CLUSTER + f'[profiles.p]\nsbatch_args = ["{arg}"]\n'))
+    assert cfg.profiles["p"].sbatch_args == (arg,)
+
+
+@pytest.mark.parametrize("arg", ["--export-file=x", "--export-f=x", "--out=x", "--job=x", "--wra=x"])
+def test_owned_options_and_their_abbreviations_are_refused(tmp_path: Path, arg: str) -> None:
+    load_error(tmp_path, CLUSTER + f'[profiles.p]\nsbatch_args = ["{arg}"]\n')
 
 
 def test_the_bundled_example_loads() -> None:
@@ -478,3 +559,9 @@ def test_mode_comes_from_the_cluster_unless_the_profile_sets_one(tmp_path: Path)
         """))
     assert cfg.clusters["a"] == Cluster("a", "a", mode="srun", backend="paramiko", keyscan=True)
     assert cfg.profiles["inherits"].mode == "srun" and cfg.profiles["own"].mode == "sshd"
+
+
+@pytest.mark.parametrize(("value", "shown"), [("true", "cpus = true:"), ('"4"', 'cpus = "4":'),
+                                              ("[1]", "cpus = [1]:"), ("2.5", "cpus = 2.5:")])
+def test_messages_spell_values_as_toml(tmp_path: Path, value: str, shown: str) -> None:
+    assert shown in str(load_error(tmp_path, CLUSTER + f"[profiles.p]\ncpus = {value}\n"))
