@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,8 +24,17 @@ def self_command() -> list[str]:
     return [os.path.abspath(sys.executable), "-m", "slurm_proxy"]
 
 
-def host_block(prefix: str, command: list[str], known_hosts: Path) -> str:
-    cmd = shlex.join(command).replace("%", "%%")
+def command_line(command: list[str], windows: bool | None = None) -> str:
+    """``command`` as ssh's ProxyCommand line: POSIX shell quoting (ssh runs it with the user's
+    shell), or on Windows double quotes as CreateProcess splits them (Windows OpenSSH knows no
+    single quotes); ``%`` doubled, since ssh expands ``%`` tokens there."""
+    windows = os.name == "nt" if windows is None else windows
+    line = subprocess.list2cmdline(command) if windows else shlex.join(command)
+    return line.replace("%", "%%")
+
+
+def host_block(prefix: str, command: list[str], known_hosts: Path, windows: bool | None = None) -> str:
+    cmd = command_line(command, windows)
     return "\n".join([
         BEGIN,
         f"Host {prefix}*",

@@ -164,3 +164,44 @@ def test_install_through_a_symlink_updates_the_target(tmp_path: Path) -> None:
     assert link.is_symlink()
     assert target.read_text() == block() + USER_CONFIG
 
+
+
+@pytest.mark.parametrize(
+    ("command", "windows", "line"),
+    [
+        ([r"C:\Program Files\Python311\Scripts\slurm-proxy.exe"], True,
+         r'"C:\Program Files\Python311\Scripts\slurm-proxy.exe"'),
+        ([r"C:\Users\jane\.local\bin\slurm-proxy.exe"], True, r"C:\Users\jane\.local\bin\slurm-proxy.exe"),
+        ([r"C:\Python 3\python.exe", "-m", "slurm_proxy"], True, r'"C:\Python 3\python.exe" -m slurm_proxy'),
+        ([r"C:\100%\slurm-proxy.exe"], True, r"C:\100%%\slurm-proxy.exe"),
+        (["/Users/Jane Doe/.local/bin/slurm-proxy"], False, "'/Users/Jane Doe/.local/bin/slurm-proxy'"),
+        (["/home/jane/.local/bin/slurm-proxy"], False, "/home/jane/.local/bin/slurm-proxy"),
+        (["/opt/100%/bin/slurm-proxy"], False, "/opt/100%%/bin/slurm-proxy"),
+    ],
+    ids=["win-space", "win-plain", "win-several-words", "win-percent", "posix-space", "posix-plain",
+         "posix-percent"],
+)
+def test_the_proxy_command_is_quoted_for_the_platform(command: list[str], windows: bool, line: str) -> None:
+    assert host_block.command_line(command, windows) == line
+    assert f"    ProxyCommand {line} %h\n" in host_block.host_block("slurm-", command, Path("/k"), windows)
+
+
+@pytest.mark.parametrize("command", [[r"C:\Program Files\x y\slurm-proxy.exe"], ["/a b/c", "-m", "x y"]])
+def test_each_quoting_gives_back_the_words(command: list[str]) -> None:
+    assert shlex.split(host_block.command_line(command, False)) == command
+    assert _windows_split(host_block.command_line(command, True)) == command
+
+
+def _windows_split(line: str) -> list[str]:
+    """CommandLineToArgvW for lines without backslashes before quotes (the cases above)."""
+    words, word, quoted, started = [], "", False, False
+    for c in line:
+        if c == '"':
+            quoted, started = not quoted, True
+        elif c == " " and not quoted:
+            if started:
+                words.append(word)
+            word, started = "", False
+        else:
+            word, started = word + c, True
+    return [*words, word] if started else words
