@@ -3,7 +3,8 @@
     sudo /opt/slurm-proxy/venv/bin/python benchmarks/suite.py [--rounds 11] [--quick]
 
 Run as root it re-runs itself as the test user sptest (reading this file from stdin, since the
-checkout may not be readable by sptest). It prints a Markdown table:
+checkout may not be readable by sptest: which is also why the few cluster helpers here are not
+imported from tests/integration). It prints a Markdown table:
 
   startup      `slurm-proxy --version`
   floor        multiplexed `ssh -W node:22` straight to the job's node (one node handshake)
@@ -36,12 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
+from slurm_proxy.config import BACKENDS, MODES  # the venv's slurm-proxy: sptest can import it
+
 USER = "sptest"
 VENV = Path("/opt/slurm-proxy/venv")
 STATE = Path("/home") / USER / ".local/state/slurm-proxy"
 SSH = ["ssh", "-o", "BatchMode=yes"]
-MODES = ("adopt", "sshd", "srun")
-BACKENDS = ("openssh", "paramiko")
 BULK_MB = 200
 
 

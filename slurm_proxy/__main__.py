@@ -20,9 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         alias, verbosity = hot
         log.verbosity = verbosity
         return run_reporting(proxy.connect, alias)
-    from .cli import cli
+    from .cli import main
 
-    return cli.main(args=args, prog_name="slurm-proxy")
+    return main(args)
 
 
 def _hot_path(args: list[str]) -> tuple[str, int] | None:

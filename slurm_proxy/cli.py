@@ -6,21 +6,34 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from . import __version__, config, host_block, log, manage, paths, proxy, slurm
-from . import init as initmod
+from . import __version__, config, first_config, host_block, log, manage, paths, proxy, slurm
 from .allocate import ChangeReporter
 from .doctor import run_checks
 from .errors import SlurmProxyError, run_reporting
 from .login import open_login
 from .state import State
+
+
+def main(args: list[str]) -> int:
+    """The click commands, with every error as one ``slurm-proxy:`` line (a usage error after
+    the usage) and click's exit codes."""
+    try:
+        code = cli.main(args=args, prog_name="slurm-proxy", standalone_mode=False)
+    except click.exceptions.Abort:
+        log.error("aborted")
+        return 1
+    except click.ClickException as e:
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            click.echo(e.ctx.get_usage(), err=True)
+        log.error(e.format_message())
+        return e.exit_code
+    return code if isinstance(code, int) else 0
 
 
 def _run(func: Callable[..., int], *args: object) -> None:
@@ -47,8 +60,17 @@ def cli(verbose: bool, quiet: bool) -> None:
     log.verbosity = 1 if verbose else -1 if quiet else 0
 
 
+def _aliases(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion: the configured profiles' aliases."""
+    try:
+        cfg = config.load()
+    except SlurmProxyError:
+        return []
+    return [a for a in (cfg.prefix + n for n in cfg.profiles) if a.startswith(incomplete)]
+
+
 @cli.command()
-@click.argument("alias")
+@click.argument("alias", shell_complete=_aliases)
 def connect(alias: str) -> None:
     """Join stdin/stdout to ALIAS's compute node (what ProxyCommand runs; same as `slurm-proxy ALIAS`)."""
     _run(proxy.connect, alias)
@@ -151,23 +173,20 @@ def init(login: str | None, cluster_name: str | None, non_interactive: bool, for
                                  err=True)
         if not config.valid_login(login):
             raise click.BadParameter(f"{login!r} is not an ssh destination", param_hint="--login")
-        parts = initmod.partitions(open_login(login))
+        parts = first_config.partitions(open_login(login))
         if not parts:
             raise click.ClickException(f"sinfo on {login} lists no partitions")
-        name = cluster_name or re.sub(r"[^A-Za-z0-9_-]", "-", login.split("@")[-1].split(".")[0])
-        text = initmod.propose(name, login, parts)
+        proposal = first_config.propose(cluster_name or first_config.cluster_name(login), login, parts)
         if print_only:
-            click.echo(text, nl=False)
+            click.echo(proposal.text, nl=False)
             return 0
         path = config.config_path()
-        if path.exists() and not force and (
-                non_interactive or not click.confirm(f"{path} exists. Overwrite it?", err=True)):
-            raise click.ClickException(f"{path} exists; not overwritten (use --force)")
-        paths.private_dir(path.parent)
-        path.write_text(text, encoding="utf-8")
-        os.chmod(path, 0o600)
-        names = re.findall(r"^\[profiles\.([^]]+)\]", text, re.M)
-        log.info(f"wrote {path} with profiles: {', '.join(names)}")
+        overwrite = force or (path.exists() and not non_interactive
+                              and click.confirm(f"{path} exists. Overwrite it?", err=True))
+        first_config.write(path, proposal, overwrite)
+        log.info(f"wrote {path} with profiles: {', '.join(proposal.profiles)}")
+        log.info(f"next: slurm-proxy ssh-config --install, then ssh {config.DEFAULT_PREFIX}"
+                 f"{proposal.profiles[0]}")
         return 0
 
     _run(run)
@@ -201,7 +220,14 @@ def ssh_config(install: bool, path: Path) -> None:
             prefix = config.load().prefix
         except SlurmProxyError:
             prefix = config.DEFAULT_PREFIX
-        block = host_block.host_block(prefix, host_block.self_command(), State(paths.home()).known_hosts)
+        command = host_block.self_command()
+        ephemeral = host_block.ephemeral(command[0])
+        if ephemeral and install:
+            raise click.ClickException(f"{command[0]} is {ephemeral}, which goes away: install "
+                                       "slurm-proxy for good first (pipx install / uv tool install)")
+        if ephemeral:
+            log.info(f"warning: {command[0]} is {ephemeral}; the block below will stop working")
+        block = host_block.host_block(prefix, command, State(paths.home()).known_hosts)
         if not install:
             click.echo(block, nl=False)
         elif host_block.install(block, path):

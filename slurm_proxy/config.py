@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from . import config_file
+from . import config_file, paths
 from .errors import BadAlias, ConfigError, UnknownProfile
 from .slurm import parse_duration
 
@@ -140,11 +140,7 @@ def config_path() -> Path:
     env = os.environ.get("SLURM_PROXY_CONFIG")
     if env:
         return Path(env).expanduser()
-    if os.name == "nt":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "slurm-proxy" / "config.toml"
+    return paths.user_dir("config") / "slurm-proxy" / "config.toml"
 
 
 def load(path: Path | None = None) -> Config:

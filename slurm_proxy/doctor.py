@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from . import config, paths
 from .config import Cluster
-from .errors import SlurmProxyError
+from .errors import ConfigError, SlurmProxyError
 from .login import OpenSSHLogin, find_ssh, open_login
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
@@ -30,10 +28,13 @@ class Check(NamedTuple):
 def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
     try:
         cfg = config.load()
-    except SlurmProxyError as e:
-        yield Check("config", False, str(e), "fix the file, or create one with `slurm-proxy init`")
+    except ConfigError as e:
+        missing = not e.path.exists()
+        yield Check("config", False, str(e), "create one: slurm-proxy init" if missing else
+                    "edit the file at the place the message names" if e.line else "as the message says")
         return
-    yield Check("config", True, f"{cfg.path}: {len(cfg.profiles)} profiles")
+    count = len(cfg.profiles)
+    yield Check("config", True, f"{cfg.path}: {count} profile{'' if count == 1 else 's'}")
     try:
         profiles = [cfg.profile(profile_name)] if profile_name else list(cfg.profiles.values())
     except SlurmProxyError as e:
@@ -77,30 +78,19 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
                 "all found" if not missing else f"not found on {destination}: {', '.join(missing)}",
                 "" if not missing else "the login node needs the Slurm client commands on PATH "
                                        "for a non-interactive shell")
-    if not isinstance(login, OpenSSHLogin):
-        return
-    sharing = [o for o in login.options if o.startswith("ControlPath=")]
-    if not sharing:
-        yield Check("connection sharing", True, "your ssh config sets its own ControlPath")
-        return
-    check = subprocess.run([login.ssh, *login.options, "-O", "check", "--", destination],
-                           capture_output=True, text=True)
-    yield Check("connection sharing", check.returncode == 0,
-                "a ControlMaster serves the login node" if check.returncode == 0
-                else check.stderr.strip(), "" if check.returncode == 0 else
-                "ssh could not keep a master connection; check the ControlPath directory "
-                f"{paths.home() / 'cm'}")
+    shared, how = login.sharing()
+    yield Check("connection sharing", shared, how, "" if shared is not False else
+                "ssh could not keep a master connection; check its ControlPath directory")
+    if isinstance(login, OpenSSHLogin):
+        factor = second_factor(login.ssh, destination)
+        if factor:
+            yield Check("two-factor login", None, f"{destination} asks for {factor} after the key: "
+                        f"the {cluster.backend or 'openssh'} backend asks once per login (terminal, "
+                        "or SSH_ASKPASS)", "nothing to do; on Windows prefer backend = \"paramiko\"")
 
 
 def vscode_settings_files() -> list[Path]:
-    home = Path.home()
-    if sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    elif os.name == "nt":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return [base / app / "User" / "settings.json"
+    return [paths.user_dir("apps") / app / "User" / "settings.json"
             for app in ("Code", "Code - Insiders", "VSCodium")]
 
 
@@ -128,9 +118,21 @@ def _check_vscode(may_queue: bool) -> Check:
     return Check(name, True, f"{timeout} s")
 
 
+def second_factor(ssh: str, destination: str) -> str:
+    """What the login node asks after the key ("keyboard-interactive", "password"), or "": one
+    login with prompts off (BatchMode) and no shared connection, read from ssh's -v lines."""
+    proc = subprocess.run([ssh, "-v", "-o", "BatchMode=yes", "-o", "ControlPath=none", "-T", "--",
+                           destination, "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    if "Authenticated with partial success" not in proc.stderr:
+        return ""
+    m = re.findall(r"Authentications that can continue: (\S+)", proc.stderr)
+    return m[-1].replace(",", " or ") if m else "a second factor"
+
+
 def _check_allocation(alias: str) -> Check:
     """A real connection: allocate (or reuse) the job and land on its node."""
-    proc = subprocess.run(["ssh", "-o", "BatchMode=yes", alias, "echo slurm-proxy-ok"],
+    proc = subprocess.run([find_ssh(), "-o", "BatchMode=yes", alias, "echo slurm-proxy-ok"],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
     ok = proc.returncode == 0 and "slurm-proxy-ok" in proc.stdout
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()]

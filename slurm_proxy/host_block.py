@@ -24,6 +24,21 @@ def self_command() -> list[str]:
     return [os.path.abspath(sys.executable), "-m", "slurm_proxy"]
 
 
+def ephemeral(executable: str, env: dict[str, str] | None = None) -> str:
+    """Why ``executable`` will not stay (a one-off run's cache: ``uvx``, ``pipx run``; a temporary
+    directory), or "" for an installation that stays."""
+    env = dict(os.environ) if env is None else env
+    path = executable.replace("\\", "/")
+    caches = [env.get("UV_CACHE_DIR", ""), env.get("PIPX_HOME", "") and env["PIPX_HOME"] + "/.cache"]
+    if any(c and path.startswith(c.replace("\\", "/").rstrip("/") + "/") for c in caches) \
+            or "/uv/archive-v" in path or "/.cache/uv/" in path or "/pipx/.cache/" in path:
+        return "in a one-off run's cache (uvx or pipx run)"
+    tmp = [env.get("TMPDIR", ""), "/tmp/", "/var/folders/"]  # noqa: S108 - only compared with
+    if any(t and path.startswith(t.rstrip("/") + "/") for t in tmp):
+        return "in a temporary directory"
+    return ""
+
+
 def command_line(command: list[str], windows: bool | None = None) -> str:
     """``command`` as ssh's ProxyCommand line: POSIX shell quoting (ssh runs it with the user's
     shell), or on Windows double quotes as CreateProcess splits them (Windows OpenSSH knows no

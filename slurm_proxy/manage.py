@@ -64,7 +64,7 @@ def status(cfg: Config) -> list[StatusRow]:
             rows.append(StatusRow(
                 p.name, cfg.prefix + p.name, p.cluster.name,
                 job.job_id if job else None, job.state if job else None,
-                job.reason if job else None, job.node if job else None,
+                job.reason if job else None, job.node if job and job.node else None,
                 job.time_left if job else None, p.idle_timeout,
             ))
     return rows

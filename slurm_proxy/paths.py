@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import SlurmProxyError
@@ -20,13 +22,29 @@ class UnsafePath(SlurmProxyError):
         super().__init__(f"refusing to use {path}: {problem}")
 
 
+def user_dir(kind: str, platform: str = sys.platform, env: Mapping[str, str] | None = None,
+             user_home: Path | None = None) -> Path:
+    """Where a platform keeps a user's ``kind`` of files: "config" (roaming settings), "state"
+    (local data) or "apps" (where applications such as VS Code keep their settings)."""
+    env = os.environ if env is None else env
+    user_home = user_home or Path.home()
+    if platform == "win32":
+        local = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local")
+        roaming = Path(env.get("APPDATA") or user_home / "AppData" / "Roaming")
+        return {"config": roaming, "state": local, "apps": roaming}[kind]
+    config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config")
+    if kind == "apps" and platform == "darwin":
+        return user_home / "Library" / "Application Support"
+    if kind == "state":
+        return Path(env.get("XDG_STATE_HOME") or user_home / ".local" / "state")
+    return config
+
+
 def home() -> Path:
     env = os.environ.get("SLURM_PROXY_HOME")
     if env:
         return Path(env).expanduser()
-    if os.name == "nt":
-        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "slurm-proxy"
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "slurm-proxy"
+    return user_dir("state") / "slurm-proxy"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -46,7 +64,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` 0700 if missing; refuse one that is a symlink, not ours, or open to others."""
+    """Create ``path`` 0700 if missing; refuse one that is a symlink, not ours, or open to others.
+    A directory inside ours makes ours first, so that it is 0700 too."""
+    ours = home()
+    if ours in path.parents:
+        private_dir(ours)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.lstat()

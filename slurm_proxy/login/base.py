@@ -30,6 +30,10 @@ class Login(Protocol):
     def forward_command(self, argv: Sequence[str]) -> int:
         """Join our stdin/stdout to ``argv`` run on the login node; its exit status."""
 
+    def sharing(self) -> tuple[bool | None, str]:
+        """Do connects share one login (True), is that broken (False), or not offered (None);
+        and how, in a few words (for doctor)."""
+
 
 def no_exec() -> bool:
     """Windows has no exec that replaces the process (nor fork, nor select on pipes): there a

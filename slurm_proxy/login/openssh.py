@@ -118,6 +118,17 @@ class OpenSSHLogin:
                 else nullcontext():
             yield
 
+    def sharing(self) -> tuple[bool | None, str]:
+        if os.name == "nt":
+            return None, "OpenSSH for Windows shares no connections: each ssh logs in anew"
+        if self.control_path is None and self.options:
+            return True, "your ssh config sets its own ControlPath"
+        check = subprocess.run([self.ssh, *self.options, "-O", "check", "--", self.destination],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if check.returncode == 0:
+            return True, f"a master connection serves {self.destination} ({self.control_path})"
+        return False, log.last_line(check.stderr) or "no master connection"
+
     def forward_stdio(self, host: str, port: int) -> int:
         return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])
 

@@ -120,6 +120,9 @@ class ParamikoLogin:
         status = self._pumped(lambda: self._stdio(channel, fd_writer(2)))
         return status if status >= 0 else 255
 
+    def sharing(self) -> tuple[bool | None, str]:
+        return None, "paramiko logs in once per connect, for its queries and its tunnel together"
+
     def close(self) -> None:
         for part in [self._transport, *reversed(self._under)]:
             if part is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from slurm_proxy.login import ssh_config
+from collections.abc import Callable, Sequence
+
+from slurm_proxy.login import Result, ssh_config
 
 
 def target(**kw: object) -> ssh_config.Target:
@@ -12,3 +14,38 @@ def target(**kw: object) -> ssh_config.Target:
         keepalive=0)
     base.update(kw)
     return ssh_config.Target(**base)  # type: ignore[arg-type]
+
+
+class FakeLogin:
+    """Records every argv; answers from per-command queues (the last answer repeats)."""
+
+    destination = "hpc"
+
+    def __init__(self, **answers: Sequence[Result] | Callable[[list[str]], Result]) -> None:
+        self.answers = {cmd: a if callable(a) else list(a) for cmd, a in answers.items()}
+        self.calls: list[list[str]] = []
+        self.stdin: dict[int, str | None] = {}
+
+    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
+        argv = list(argv)
+        self.stdin[len(self.calls)] = stdin
+        self.calls.append(argv)
+        answer = self.answers.get(argv[0])
+        if answer is None:
+            raise AssertionError(f"unexpected command {argv}")
+        if callable(answer):
+            return answer(argv)
+        return answer.pop(0) if len(answer) > 1 else answer[0]
+
+    def forward_stdio(self, host: str, port: int) -> int:
+        raise AssertionError("allocate never forwards stdio")
+
+    def forward_command(self, argv: Sequence[str]) -> int:
+        raise AssertionError("allocate never forwards stdio")
+
+    def sharing(self) -> tuple[bool | None, str]:
+        return True, "a fake login shares itself"
+
+    @property
+    def commands(self) -> list[str]:
+        return [argv[0] for argv in self.calls]

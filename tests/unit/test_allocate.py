@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeLogin
 
 from slurm_proxy import allocate, jobscript, log, paths, slurm
 from slurm_proxy.allocate import Allocator
@@ -36,38 +36,6 @@ KEYS = Result(0, f"# Host node1 found: line 3 \nnode1 {ED}\n", "")
 
 def out(*lines: str) -> Result:
     return Result(0, "".join(ln + "\n" for ln in lines), "")
-
-
-class FakeLogin:
-    """Records every argv; answers from per-command queues (the last answer repeats)."""
-
-    destination = "hpc"
-
-    def __init__(self, **answers: Sequence[Result] | Callable[[list[str]], Result]) -> None:
-        self.answers = {cmd: a if callable(a) else list(a) for cmd, a in answers.items()}
-        self.calls: list[list[str]] = []
-        self.stdin: dict[int, str | None] = {}
-
-    def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
-        argv = list(argv)
-        self.stdin[len(self.calls)] = stdin
-        self.calls.append(argv)
-        answer = self.answers.get(argv[0])
-        if answer is None:
-            raise AssertionError(f"unexpected command {argv}")
-        if callable(answer):
-            return answer(argv)
-        return answer.pop(0) if len(answer) > 1 else answer[0]
-
-    def forward_stdio(self, host: str, port: int) -> int:
-        raise AssertionError("allocate never forwards stdio")
-
-    def forward_command(self, argv: Sequence[str]) -> int:
-        raise AssertionError("allocate never forwards stdio")
-
-    @property
-    def commands(self) -> list[str]:
-        return [argv[0] for argv in self.calls]
 
 
 class FakeClock:

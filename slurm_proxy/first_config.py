@@ -1,11 +1,13 @@
-"""`slurm-proxy init`: ask the cluster what it has and propose a config."""
+"""`slurm-proxy init`: ask the cluster what it has, propose a first config, and write it."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import NamedTuple
 
-from . import config, slurm
-from .errors import SlurmError
+from . import config, paths, slurm
+from .errors import SlurmError, SlurmProxyError
 from .login import Login
 
 SINFO_FORMAT = "%P|%G|%c|%l"
@@ -47,8 +49,19 @@ def _toml_name(name: str) -> str:
     return clean[: config.MAX_NAME]
 
 
-def propose(cluster: str, login: str, parts: list[Partition]) -> str:
-    """The config text: a CPU profile per partition, and a 1-GPU profile where there are GPUs."""
+class Proposal(NamedTuple):
+    text: str
+    profiles: list[str]
+
+
+def cluster_name(login: str) -> str:
+    """``me@hpc.example.org`` → ``hpc``: a name for the cluster's table."""
+    return _toml_name(login.split("@")[-1].split(".")[0])
+
+
+def propose(cluster: str, login: str, parts: list[Partition]) -> Proposal:
+    """The config text: a CPU profile per partition, and a 1-GPU profile where there are GPUs
+    (named after the partition alone when the partition is for GPUs, like ``gpu``)."""
     lines = [
         "# slurm-proxy configuration, proposed by `slurm-proxy init` from the cluster's sinfo.",
         "# Every key: see the README. `ssh slurm-<profile>` connects.",
@@ -60,13 +73,27 @@ def propose(cluster: str, login: str, parts: list[Partition]) -> str:
         f"[clusters.{_toml_name(cluster)}]",
         f'login = "{login}"',
     ]
+    names: list[str] = []
     for p in parts:
         name = _toml_name(p.name)
         short = [f'time = "{slurm.format_duration(p.limit)}"'] \
             if p.limit is not None and p.limit < DEFAULT_TIME else []
-        lines += ["", f"[profiles.{name}]", f'partition = "{p.name}"', f"cpus = {min(p.cpus, 4)}",
-                  *short]
-        if p.gpus:
-            lines += ["", f"[profiles.{name}-gpu]", f'partition = "{p.name}"', 'gres = "gpu:1"',
+        gpu_partition = p.gpus and "gpu" in name.lower()
+        if not gpu_partition and name not in names:
+            names.append(name)
+            lines += ["", f"[profiles.{name}]", f'partition = "{p.name}"', f"cpus = {min(p.cpus, 4)}",
+                      *short]
+        gpu_name = name if gpu_partition else f"{name}-gpu"
+        if p.gpus and gpu_name not in names:
+            names.append(gpu_name)
+            lines += ["", f"[profiles.{gpu_name}]", f'partition = "{p.name}"', 'gres = "gpu:1"',
                       f"cpus = {min(p.cpus, 8)}", *short]
-    return "\n".join(lines) + "\n"
+    return Proposal("\n".join(lines) + "\n", names)
+
+
+def write(path: Path, proposal: Proposal, force: bool) -> None:
+    """Write the proposal 0600 from the start (atomically); an existing file only with ``force``."""
+    if path.exists() and not force:
+        raise SlurmProxyError(f"{path} exists; not overwritten (use --force)")
+    paths.private_dir(path.parent)
+    paths.write_private(path, proposal.text)

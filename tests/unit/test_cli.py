@@ -1,0 +1,217 @@
+"""The command line through click's CliRunner, against a fake login node: each command's
+success line, its one-line errors and exit codes, and the shapes of its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeLogin
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from slurm_proxy import allocate, cli, doctor, log, manage, paths
+from slurm_proxy.login import Result
+
+CONFIG = """\
+[clusters.hpc]
+login = "hpc"
+[profiles.debug]
+partition = "debug"
+cpus = 1
+pending_timeout = 60
+[profiles.gpu]
+partition = "gpu"
+gres = "gpu:1"
+"""
+ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def job_line(job_id: str, profile: str, state: str = "RUNNING", node: str = "node1") -> str:
+    return "|".join([job_id, state, "None" if state == "RUNNING" else "Priority",
+                     node if state == "RUNNING" else "", "N/A", "59:00", f"slurm-proxy-{profile}",
+                     f"slurm-proxy:hpc.{profile}"])
+
+
+def out(*lines: str) -> Result:
+    return Result(0, "".join(ln + "\n" for ln in lines), "")
+
+
+@pytest.fixture
+def cfg_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = Path(os.environ["SLURM_PROXY_CONFIG"])
+    path.write_text(CONFIG)
+    path.chmod(0o600)
+    monkeypatch.setattr(log, "verbosity", 0)
+    return path
+
+
+@pytest.fixture
+def login(monkeypatch: pytest.MonkeyPatch) -> Iterator[Login]:
+    """``login(**answers)``: the fake login node every command will talk to."""
+    made: list[FakeLogin] = []
+
+    def use(**answers: Any) -> FakeLogin:
+        fake = FakeLogin(**answers)
+        made.append(fake)
+        for module in (allocate, manage, doctor, cli):
+            monkeypatch.setattr(module, "open_login", lambda *a, **k: fake)
+        return fake
+
+    yield use
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``run(*args)``: the command line as ``slurm-proxy`` runs it; (exit code, stdout, stderr)."""
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # a command's own exit code
+            code = e.code if isinstance(e.code, int) else 1
+        got = capsys.readouterr()
+        return code, got.out, got.err
+    return invoke
+
+
+Run = Callable[..., tuple[int, str, str]]
+Login = Callable[..., FakeLogin]
+
+
+def test_up_reports_the_running_job(run: Run, cfg_path: Path, login: Login) -> None:
+    fake = login(squeue=[out(job_line("42", "debug"))], bash=[out(f"node1 {ED}")])
+    code, stdout, _ = run("up", "debug")
+    assert (code, stdout) == (0, "slurm-debug: job 42 running on node1\n")
+    assert fake.commands == ["squeue", "bash"]
+
+
+def test_up_no_wait_submits_under_the_lock(run: Run, cfg_path: Path, login: Login) -> None:
+    fake = login(squeue=[out()], sbatch=[Result(0, "77\n", "")])
+    code, stdout, stderr = run("up", "debug", "--no-wait")
+    assert (code, stdout) == (0, "slurm-debug: submitted\n")
+    assert fake.commands == ["squeue", "squeue", "sbatch"]
+    assert (paths.home() / "locks").is_dir()
+    assert "submitted job 77 for profile debug" in stderr
+
+
+def test_up_unknown_profile_lists_the_profiles(run: Run, cfg_path: Path, login: Login) -> None:
+    code, _, stderr = run("up", "nope")
+    assert code == 2
+    assert stderr == f"slurm-proxy: unknown profile 'nope' (configured in {cfg_path}: debug, gpu)\n"
+
+
+def test_a_broken_config_is_file_and_line(run: Run, cfg_path: Path) -> None:
+    cfg_path.write_text(CONFIG + "[profiles.x\n")
+    code, _, stderr = run("status")
+    assert code == 2 and stderr.startswith(f"slurm-proxy: {cfg_path}:10: invalid TOML")
+
+
+def test_down_cancels_only_recorded_jobs(run: Run, cfg_path: Path, login: Login) -> None:
+    from slurm_proxy.state import JobRecord, State
+
+    State(paths.home()).record(JobRecord("42", "hpc.debug", 0.0, login="hpc"))
+    fake = login(squeue=[out(job_line("42", "debug"), job_line("43", "gpu"))], scancel=[out()])
+    code, stdout, _ = run("down", "--all")
+    assert (code, stdout) == (0, "cancelled 42\n")  # 43 is not recorded here: never cancelled
+    assert fake.calls[-1] == ["scancel", "42"]
+
+
+def test_down_with_nothing_to_cancel(run: Run, cfg_path: Path, login: Login) -> None:
+    login(squeue=[out()])
+    assert run("down", "debug")[:2] == (0, "nothing to cancel\n")
+
+
+def test_down_needs_profiles_or_all(run: Run, cfg_path: Path) -> None:
+    code, _, stderr = run("down")
+    assert code == 2 and stderr.endswith("slurm-proxy: name one or more profiles, or --all\n")
+    assert "Usage: slurm-proxy down" in stderr and "Error:" not in stderr
+
+
+def test_status_json_shape(run: Run, cfg_path: Path, login: Login) -> None:
+    login(squeue=[out(job_line("42", "debug"), job_line("50", "gpu", "PENDING"))])
+    code, stdout, _ = run("status", "--json")
+    rows = {r["profile"]: r for r in json.loads(stdout)}
+    assert code == 0 and set(rows["debug"]) == {"profile", "alias", "cluster", "job_id", "state",
+                                                "reason", "node", "time_left", "idle_timeout"}
+    debug = rows["debug"]
+    assert (debug["state"], debug["node"], debug["time_left"]) == ("RUNNING", "node1", 3540)
+    assert (rows["gpu"]["state"], rows["gpu"]["reason"], rows["gpu"]["node"]) == ("PENDING", "Priority", None)
+
+
+def test_status_table(run: Run, cfg_path: Path, login: Login) -> None:
+    login(squeue=[out(job_line("42", "debug"))])
+    code, stdout, _ = run("status")
+    lines = stdout.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["ALIAS", "JOB", "STATE", "NODE", "TIME", "LEFT", "IDLE", "CANCEL"]
+    assert lines[1].split()[:4] == ["slurm-debug", "42", "running", "node1"]
+    assert lines[2].split()[:3] == ["slurm-gpu", "-", "-"]
+
+
+SINFO = out("debug*|gpu:2|2|1:00:00", "gpu|gpu:a100:4(S:0-1)|64|2-00:00:00", "cpu|(null)|128|infinite")
+
+
+def test_init_print_proposes_profiles(run: Run, tmp_path: Path, login: Login) -> None:
+    login(sinfo=[SINFO])
+    code, stdout, _ = run("init", "--login", "me@hpc.example.org", "--print")
+    assert code == 0
+    parsed = tomllib.loads(stdout)
+    assert parsed["clusters"]["hpc"]["login"] == "me@hpc.example.org"
+    assert sorted(parsed["profiles"]) == ["cpu", "debug", "debug-gpu", "gpu"]  # gpu, not gpu-gpu
+    assert parsed["profiles"]["gpu"]["gres"] == "gpu:1"
+
+
+def test_init_writes_0600_says_the_next_step_and_never_overwrites(run: Run,
+        tmp_path: Path, login: Login) -> None:
+    login(sinfo=[SINFO])
+    code, _, stderr = run("init", "--login", "hpc", "--non-interactive")
+    path = Path(os.environ["SLURM_PROXY_CONFIG"])
+    assert code == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "wrote" in stderr and "next: slurm-proxy ssh-config --install, then ssh slurm-debug" in stderr
+    again = run("init", "--login", "hpc", "--non-interactive")
+    assert again[0] == 1 and again[2] == f"slurm-proxy: {path} exists; not overwritten (use --force)\n"
+
+
+def test_init_refuses_an_option_as_login(run: Run, tmp_path: Path) -> None:
+    code, _, stderr = run("init", "--login=-oProxyCommand=x", "--non-interactive")
+    assert code == 2 and "not an ssh destination" in stderr and "Error:" not in stderr
+
+
+def test_ssh_config_prints_the_block(run: Run, cfg_path: Path) -> None:
+    code, stdout, _ = run("ssh-config")
+    assert code == 0 and "Host slurm-*" in stdout and "ProxyCommand" in stdout
+
+
+def test_doctor_without_a_config_says_run_init(run: Run, tmp_path: Path) -> None:
+    code, stdout, _ = run("doctor")
+    assert code == 1
+    assert "✗ config:" in stdout and "fix: create one: slurm-proxy init" in stdout
+
+
+def test_doctor_counts_profiles_in_words(run: Run, cfg_path: Path, login: Login,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "find_ssh", lambda: "/bin/true")
+    monkeypatch.setattr(doctor, "vscode_settings_files", lambda: [])
+    login(sh=[out("/usr/bin/sbatch", "/usr/bin/squeue", "/usr/bin/scancel", "/usr/bin/scontrol")])
+    code, stdout, _ = run("doctor", "debug")
+    assert f"✓ config: {cfg_path}: 2 profiles" in stdout
+    assert "✓ Slurm commands: all found" in stdout and "✓ connection sharing" in stdout
+    assert code == 0, stdout
+
+
+def test_connect_completes_aliases(run: Run, cfg_path: Path) -> None:
+    from click.shell_completion import ShellComplete
+
+    complete = ShellComplete(cli.cli, {}, "slurm-proxy", "_SLURM_PROXY_COMPLETE")
+    assert [c.value for c in complete.get_completions(["connect"], "slurm-g")] == ["slurm-gpu"]
+
