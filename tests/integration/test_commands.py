@@ -83,4 +83,4 @@ def test_doctor_with_the_paramiko_backend_and_no_ssh_client(user_tmp: Path) -> N
     assert proc.returncode == 0, text(proc) + err(proc)
     assert "! ssh client: " in text(proc) and "the login connection will use paramiko" in text(proc)
     assert "✓ login node testlogin: cluster test answers" in text(proc)
-    assert "connection sharing" not in text(proc)
+    assert "! connection sharing: paramiko logs in once per connect" in text(proc)
