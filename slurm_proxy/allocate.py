@@ -37,8 +37,12 @@ LOCK_TIMEOUT = 900.0
 FORGET_AFTER = 60.0
 
 
-def poll_delays() -> Iterator[float]:
-    """Seconds between queue queries while a job is pending."""
+def poll_delays(slow: bool = False) -> Iterator[float]:
+    """Seconds between queue queries while a job is pending (``slow``: when each query is a new
+    login, at most one per 5 s from the start)."""
+    if slow:
+        while True:
+            yield SLOW_POLL
     elapsed = FIRST_POLL
     yield FIRST_POLL
     while elapsed < FAST_PERIOD:
@@ -127,7 +131,7 @@ class Allocator:
         """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""
         start = self.clock()
         job_id = job.job_id if job else self._submitted or ""
-        delays = poll_delays()
+        delays = poll_delays(slow=self.login.logs_in_per_command)
         while job is None or not job.ready:
             waited = self.clock() - start
             if job is not None:

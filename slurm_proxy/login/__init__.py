@@ -7,6 +7,8 @@ only when it is chosen, so the default path never pays for paramiko.
 
 from __future__ import annotations
 
+import os
+
 from ..errors import LoginError
 from .base import Login, Result, no_exec
 from .openssh import OpenSSHLogin, find_ssh
@@ -15,9 +17,10 @@ __all__ = ["Login", "OpenSSHLogin", "Result", "find_ssh", "no_exec", "open_login
 
 
 def open_login(destination: str, backend: str = "") -> Login:
-    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, or no
-    ``ssh`` client is installed."""
-    if backend != "paramiko":
+    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, no
+    ``ssh`` client is installed, or on Windows, whose OpenSSH shares no connection: there one
+    paramiko login per connect beats one ssh login (and 2FA prompt) per command."""
+    if backend == "openssh" or (not backend and not windows()):
         try:
             return OpenSSHLogin(destination)
         except LoginError:
@@ -26,3 +29,7 @@ def open_login(destination: str, backend: str = "") -> Login:
     from .paramiko_backend import ParamikoLogin
 
     return ParamikoLogin(destination)
+
+
+def windows() -> bool:
+    return os.name == "nt"

@@ -20,6 +20,9 @@ class Result(NamedTuple):
 
 class Login(Protocol):
     destination: str
+    # Does every command log in anew (OpenSSH for Windows, which shares no connection)? Then
+    # the queue is polled at the slow pace from the start.
+    logs_in_per_command: bool
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         """Run ``argv`` on the login node (never reading our stdin)."""

@@ -44,6 +44,7 @@ class OpenSSHLogin:
         self.ssh = find_ssh()
         self.control_dir = control_dir or paths.home() / "cm"
         self.control_path: Path | None = None  # the master's socket, when slurm-proxy manages it
+        self.logs_in_per_command = os.name == "nt"  # Windows' OpenSSH has no connection sharing
         self._options: list[str] | None = None
 
     @property

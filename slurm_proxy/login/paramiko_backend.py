@@ -71,6 +71,8 @@ def _quiet_paramiko() -> None:
 class ParamikoLogin:
     """The login node over one ``paramiko.Transport``, connected on first use."""
 
+    logs_in_per_command = False  # one transport for every command of a connect
+
     def __init__(self, destination: str, *, ssh_config_files: Sequence[str] = SSH_CONFIG_FILES) -> None:
         self.destination = destination
         self.ssh_config_files = tuple(ssh_config_files)

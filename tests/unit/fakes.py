@@ -20,6 +20,7 @@ class FakeLogin:
     """Records every argv; answers from per-command queues (the last answer repeats)."""
 
     destination = "hpc"
+    logs_in_per_command = False
 
     def __init__(self, **answers: Sequence[Result] | Callable[[list[str]], Result]) -> None:
         self.answers = {cmd: a if callable(a) else list(a) for cmd, a in answers.items()}

@@ -491,3 +491,11 @@ def test_trusted_by_vouches_only_for_the_configs_own_profiles() -> None:
     assert not trust("otp.debug", rec._replace(profile="otp.debug"))
     assert not trust("hpc.debug", rec._replace(login="otp"))
     assert not trust("hpc.debug", rec._replace(alias="x-debug"))
+
+
+def test_a_login_per_query_polls_at_the_slow_pace_from_the_start(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[out(PENDING)] * 4 + [out(RUNNING)], bash=[KEYS])
+    login.logs_in_per_command = True  # OpenSSH for Windows
+    state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
+    allocator(login, state, clock).ensure_running()
+    assert clock.sleeps == [5.0] * 4

@@ -38,3 +38,16 @@ def test_open_login_with_openssh_asked_for_but_missing_says_so(tmp_path: Path,
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LoginError, match="no `ssh` client found"):
         login.open_login("hpc", "openssh")
+
+
+@pytest.mark.parametrize(("backend", "chosen"), [("", "ParamikoLogin"), ("openssh", "OpenSSHLogin"),
+                                                 ("paramiko", "ParamikoLogin")])
+def test_on_windows_the_default_is_one_paramiko_login_per_connect(
+        backend: str, chosen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_PROXY_SSH", raising=False)
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(login, "windows", lambda: True)
+    assert type(login.open_login("hpc", backend)).__name__ == chosen
