@@ -124,7 +124,7 @@ def second_factor(ssh: str, destination: str) -> str:
     proc = subprocess.run([ssh, "-v", "-o", "BatchMode=yes", "-o", "ControlPath=none", "-T", "--",
                            destination, "true"], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=60)
-    if "Authenticated with partial success" not in proc.stderr:
+    if "with partial success" not in proc.stderr:  # OpenSSH: Authenticated using "publickey" with …
         return ""
     m = re.findall(r"Authentications that can continue: (\S+)", proc.stderr)
     return m[-1].replace(",", " or ") if m else "a second factor"

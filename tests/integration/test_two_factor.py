@@ -174,3 +174,13 @@ def test_paramiko_asks_an_encrypted_keys_passphrase_once(user_tmp: Path) -> None
     proc = as_user(no_tty([cluster.PROXY, "up", "debug", "--no-wait"]), env=env)
     assert proc.returncode == 0, err(proc)
     assert askpass.prompts == [f"Enter passphrase for key '{key}': "]
+
+
+def test_doctor_says_the_login_asks_for_a_second_factor(user_tmp: Path,
+                                                        codes_given: Callable[[], list[str]]) -> None:
+    askpass = Askpass(user_tmp)
+    proc = as_user(no_tty([cluster.PROXY, "doctor"]),
+                   env={**otp_config(user_tmp), **askpass.env, "XDG_CONFIG_HOME": str(user_tmp)})
+    assert ("! two-factor login: testlogin-otp asks for keyboard-interactive after the key: the "
+            "openssh backend asks once per login") in text(proc), text(proc) + err(proc)
+    assert len(askpass.prompts) == len(codes_given()) <= 1  # the probe itself never prompts

@@ -224,3 +224,10 @@ def test_forget_where_writes_nothing_when_nothing_is_stale(state: State) -> None
     state.record(B)
     state.forget_where(lambda rec: rec.job_id == "42")
     assert set(State(state.dir).jobs()) == {"hpc.debug"}
+
+
+def test_a_directory_inside_ours_makes_ours_private_first(tmp_path: Path) -> None:
+    ours = paths.home()
+    assert not ours.exists()
+    paths.private_dir(ours / "cm")
+    assert mode(ours) == 0o700 and mode(ours / "cm") == 0o700
