@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import NamedTuple
 
-from . import jobscript, log, node_keys, paths, slurm
+from . import jobscript, log, node_keys, paths, session, slurm
 from .config import Config, Profile
-from .errors import AllocationTimeout, Interrupted, JobEnded, NodeError, SlurmError
+from .errors import AllocationTimeout, ContainerMissing, Interrupted, JobEnded, NodeError, SlurmError
 from .login import Login, open_login
 from .slurm import Job
 from .state import JobRecord, State, Trust
@@ -35,6 +35,7 @@ LOCK_TIMEOUT = 900.0
 # A record younger than this may belong to a job a concurrent connect just submitted, which an
 # earlier squeue could not list yet: only older records of unlisted jobs are dropped.
 FORGET_AFTER = 60.0
+SUCCESSOR = "+next"  # the record key suffix of a job submitted to follow the running one
 
 
 def poll_delays(slow: bool = False) -> Iterator[float]:
@@ -82,7 +83,11 @@ class Allocator:
         jobs = user_jobs(self.login)
         return ours(self.profile, jobs, self._record()), jobs
 
-    def submit(self) -> str:
+    def submit(self, successor: bool = False) -> str:
+        """sbatch the profile's job (a ``successor`` is recorded beside the running one)."""
+        image = self.profile.container
+        if image and self.login.run(session.image_check_argv(image)).returncode != 0:
+            raise ContainerMissing(image, self.login.destination)
         argv = slurm.sbatch_argv(self.profile.sbatch_options(), slurm.job_name(self.profile.name),
                                  slurm.job_comment(self.profile.key))
         res = self.login.run(argv, stdin=jobscript.batch_script(self.profile))
@@ -90,9 +95,11 @@ class Allocator:
             raise SlurmError("sbatch", _detail(res.stderr))
         job_id = slurm.parse_sbatch(res.stdout)
         self._submitted = job_id
-        self.state.record(JobRecord(job_id=job_id, profile=self.profile.key, submitted=time.time(),
+        key = self.profile.key + (SUCCESSOR if successor else "")
+        self.state.record(JobRecord(job_id=job_id, profile=key, submitted=time.time(),
                                     login=self.profile.cluster.login))
-        log.info(f"submitted job {job_id} for profile {self.profile.name}")
+        log.info(f"submitted job {job_id} for profile {self.profile.name}"
+                 + (" to follow the running one" if successor else ""))
         return job_id
 
     def cancel(self, job_id: str) -> None:
@@ -107,6 +114,10 @@ class Allocator:
             with self._lock():
                 job, jobs = self.query()  # someone may have submitted while we waited for the lock
                 if job is None:
+                    rec = self._record()
+                    if rec and rec.ends and time.time() >= rec.ends - 60:
+                        log.info(f"job {rec.job_id} reached its time limit; submitting a new job "
+                                 f"for {self.profile.name}")
                     self.submit()
         return job, jobs
 
@@ -124,8 +135,27 @@ class Allocator:
             mode = "srun"
             log.info(f"{job.node} also runs your job{'s' if len(neighbours) > 1 else ''} "
                      f"{', '.join(neighbours)}: this session goes into job {job.job_id} through srun")
+        elif mode == "adopt" and self.profile.container:
+            mode = "srun"  # the node's sshd is the site's: only the job's own sshd runs the container
+            log.debug("a container needs the job's own sshd: this session goes through srun")
         port = self._checked(job, mode)
+        self._mind_the_time_limit(job, jobs)
         return Allocation(job, mode, port, self._submitted == job.job_id, neighbours)
+
+    def _mind_the_time_limit(self, job: Job, jobs: Sequence[Job]) -> None:
+        """Say when the job ends soon; ``renew_before`` it, submit its successor (one, ever)."""
+        left = job.time_left
+        if left is None:
+            return
+        if left < self.profile.warn_before:
+            log.info(f"job {job.job_id} ends in {(left + 59) // 60} min (its time limit); the next "
+                     "connect after that gets a new job")
+        if left <= self.profile.renew_before and not any(
+                owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in jobs):
+            with self._lock():
+                _, now = self.query()
+                if not any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in now):
+                    self.submit(successor=True)
 
     def wait(self, job: Job | None) -> tuple[Job, list[Job]]:
         """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""
@@ -164,8 +194,10 @@ class Allocator:
             return rec.port
         check = self.check_node(job, mode)
         submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
+        ends = time.time() + job.time_left if job.time_left is not None else 0.0
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
-                                    tuple(check.keys), check.port, mode, self.profile.cluster.login))
+                                    tuple(check.keys), check.port, mode, self.profile.cluster.login,
+                                    ends))
         return check.port
 
     def check_node(self, job: Job, mode: str) -> node_keys.NodeCheck:
@@ -267,8 +299,8 @@ def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job
     mine = [j for j in jobs if owns(profile, j) and not j.ended]
     if not mine:
         return None
-    return min(mine, key=lambda j: (record is None or record.job_id != j.job_id,
-                                    j.state != "RUNNING", slurm.job_number(j)))
+    return min(mine, key=lambda j: (j.state != "RUNNING", record is None or record.job_id != j.job_id,
+                                    slurm.job_number(j)))
 
 
 def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
@@ -284,21 +316,21 @@ def cancel_owned(login: Login, profiles: list[Profile], state: State) -> list[st
     """Cancel slurm-proxy's jobs for ``profiles`` (of one cluster): only those that Slurm lists
     with our name and comment *and* that the local state records. The cancelled job ids."""
     records = state.jobs()
-    jobs = owned_jobs(login, profiles, state)
-    mine = {key: job.job_id for key, job in jobs.items()
-            if key in records and records[key].job_id == job.job_id}
+    live = {j.job_id for j in user_jobs(login) if not j.ended and any(owns(p, j) for p in profiles)}
+    keys = [key for p in profiles for key in (p.key, p.key + SUCCESSOR) if key in records]
+    mine = {key: records[key].job_id for key in keys if records[key].job_id in live}
     cancel(login, state, mine)
-    for p in profiles:  # records of jobs that are gone go too
-        if p.key in records and p.key not in mine:
-            state.forget(p.key, records[p.key].job_id)
-    return sorted(mine.values())
+    for key in keys:  # records of jobs that are gone go too
+        if key not in mine:
+            state.forget(key, records[key].job_id)
+    return sorted(set(mine.values()))
 
 
 def cancel(login: Login, state: State, jobs: dict[str, str]) -> None:
     """scancel ``jobs`` (profile key → job id) in one call and drop their records."""
     if not jobs:
         return
-    res = login.run(slurm.scancel_argv(sorted(jobs.values())))
+    res = login.run(slurm.scancel_argv(sorted(set(jobs.values()))))
     if res.returncode != 0:
         raise SlurmError("scancel", _detail(res.stderr))
     for key, job_id in jobs.items():

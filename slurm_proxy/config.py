@@ -76,6 +76,12 @@ class Profile(NamedTuple):
     idle_timeout: int = 1800  # seconds without an ssh session before the job ends; 0 = never
     idle_check: int = 60  # seconds between idle checks in the job
     mode: str = "adopt"  # the cluster's mode unless the profile sets its own
+    setup: tuple[str, ...] = ()  # shell lines run at the start of every session, on the node
+    container: str | None = None  # every session runs inside this image
+    container_args: tuple[str, ...] = ()  # the runtime's options (e.g. --nv, --bind /scratch)
+    container_runtime: tuple[str, ...] = ()  # an argv template with {image} and {args}
+    warn_before: int = 600  # seconds before the time limit to warn on connect and in sessions
+    renew_before: int = 0  # seconds before the time limit to submit the successor; 0 = never
 
     @property
     def key(self) -> str:
@@ -189,8 +195,13 @@ _VALUE_CHECKS: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "mem": (str, lambda v: bool(re.fullmatch(r"\d{1,9}[KMGT]?", v)), "like 32G or 4000M"),
     "time": (str, lambda v: _duration_ok(v, allow_zero=False), "a Slurm time like 8:00:00 or 1-00:00:00"),
     "mode": (str, *_one_of(MODES)),
+    "container": (str, lambda v: bool(v) and bool(_NO_CONTROL.fullmatch(v)), "an image path"),
 }
-_SECONDS = ("pending_timeout", "idle_timeout", "idle_check")
+_SECONDS = ("pending_timeout", "idle_timeout", "idle_check", "warn_before", "renew_before")
+# Lists of free text that reach the compute node only as data (never a shell on the laptop or the
+# login node): one line each, no control characters but tabs.
+_LINES = ("setup", "container_args", "container_runtime")
+_LINE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "login": (valid_login, "an ssh destination"),
     "mode": _one_of(MODES),
@@ -345,6 +356,11 @@ class _Reader:
                 out[key] = value
             elif key in _SECONDS:
                 out[key] = self.seconds(value, where, key)
+            elif key in _LINES:
+                if not isinstance(value, list) or not all(isinstance(a, str) and _LINE.fullmatch(a)
+                                                          for a in value):
+                    raise self.error(f"{key} must be a list of strings, one line each", where, key)
+                out[key] = tuple(value)
             elif key == "sbatch_args":
                 if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                     raise self.error("sbatch_args must be a list of strings", where, key)
@@ -354,7 +370,7 @@ class _Reader:
                         raise self.error(f"sbatch_args entry {arg[:60]!r}: {problem}", where, key)
                 out[key] = tuple(value)
             else:
-                known = ", ".join(["cluster", *_VALUE_CHECKS, *_SECONDS, "sbatch_args"])
+                known = ", ".join(["cluster", *_VALUE_CHECKS, *_SECONDS, *_LINES, "sbatch_args"])
                 raise self.error(f"unknown key {key!r} in [{where}] (known: {known})", where, key)
         return out
 

@@ -88,6 +88,14 @@ class JobEnded(SlurmProxyError):
                          f"job {job_id} ended ({state}) before it could be used; connect again")
 
 
+class ContainerMissing(SlurmProxyError):
+    def __init__(self, image: str, login: str) -> None:
+        self.image = image
+        self.login = login
+        super().__init__(f"container image {image} not found on {login} (checked before submitting; "
+                         "no job submitted)")
+
+
 class NodeError(SlurmProxyError):
     """The job runs, but its node cannot take the session."""
 

@@ -14,19 +14,25 @@ Every value reaches the shell as an argument or a checked number, never as scrip
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 
+from . import session
 from .config import MODES, Profile
 from .node_keys import KNOWN_HOSTS_FILES
+from .slurm import parse_duration
 
 READY_WAIT = 60.0  # seconds the login node waits for the batch script to say it is ready
 PROBE_WAIT = 15.0  # seconds it retries a node port that refuses connections
 
 # ~/.slurm-proxy/env.sh, sourced from a session: loads the variables of the job this very session
 # runs in (its cgroup path names the job), so several jobs on one node never mix.
-ENV_LOADER = r"""# slurm-proxy: `. ~/.slurm-proxy/env.sh` loads the SLURM_* variables of this session's job
+ENV_LOADER = r"""# slurm-proxy: `. ~/.slurm-proxy/env.sh` loads the SLURM_* variables of this session's job,
+# and runs its profile's setup lines
 __sp_job=$(sed -n 's|.*/job_\([0-9][0-9]*\)/.*|\1|p' /proc/self/cgroup 2>/dev/null | head -n 1)
 [ -n "$__sp_job" ] && [ -r "$HOME/.slurm-proxy/env/$__sp_job" ] && . "$HOME/.slurm-proxy/env/$__sp_job"
+""" + session.RUN_SETUP + r"""[ -n "$__sp_job" ] && __sp_setup "$HOME/.slurm-proxy/session/$__sp_job"
+unset -f __sp_setup
 unset __sp_job
 """
 
@@ -69,10 +75,13 @@ SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
         case $val in *[\"\\]*|*$'\n'*) continue ;; esac
         env+=" \"$v=$val\""
     done
+    local force=() run="$HOME/.slurm-proxy/session/run"
+    # a profile with setup lines or a container: every session through the session runner
+    [ -d "$HOME/.slurm-proxy/session/${SLURM_JOB_ID:-none}" ] && force=(-o "ForceCommand=$(printf %q "$run")")
     exec "$sshd" -f /dev/null -o "HostKey=""" + HOST_KEY + r"""" -o "AllowUsers=$(id -un)" \
         -o UsePAM=no -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
         -o PubkeyAuthentication=yes -o PidFile=none -o PrintMotd=no -o LogLevel=ERROR \
-        -o "Subsystem=sftp internal-sftp" ${env:+-o "SetEnv=${env# }"} "$@"
+        -o "Subsystem=sftp internal-sftp" ${env:+-o "SetEnv=${env# }"} "${force[@]}" "$@"
 }
 """
 
@@ -80,10 +89,13 @@ SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
 def batch_script(profile: Profile) -> str:
     mode = profile.mode
     sshd = mode == "sshd"
+    limit = parse_duration(profile.time) if profile.time else None
     return f"""#!/bin/bash
 # slurm-proxy: holds this allocation for ssh sessions (profile {profile.name}, mode {mode}).
 idle_timeout={int(profile.idle_timeout)}
 idle_check={int(profile.idle_check)}
+time_limit={int(limit or 0)}
+warn_before={int(profile.warn_before)}
 
 # The job's environment (and its GPUs), for sessions: . ~/.slurm-proxy/env.sh
 umask 077
@@ -95,12 +107,13 @@ done > "$sp/env/$SLURM_JOB_ID"
 cat > "$sp/env.sh.$SLURM_JOB_ID" <<'EOF'
 {ENV_LOADER}EOF
 mv -f "$sp/env.sh.$SLURM_JOB_ID" "$sp/env.sh"
-sshd_pid=
+{_session_files(profile)}sshd_pid=
 ready="$sp/jobs/$SLURM_JOB_ID"
 # An error stays for the connect that waits for this job to read (`said_argv`); a day at most.
 find "$sp/jobs" -type f -mmin +1440 -delete 2>/dev/null
 cleanup() {{
     rm -f "$sp/env/$SLURM_JOB_ID" "$ready".*
+    rm -rf "$sp/session/$SLURM_JOB_ID"
     case $(head -c 6 "$ready" 2>/dev/null) in "error ") ;; *) rm -f "$ready" ;; esac
     [ -z "$sshd_pid" ] || kill "$sshd_pid"
 }}
@@ -120,9 +133,24 @@ sessions() {{
     done
 }}
 
+# Sessions are told once when the time limit is near: on the terminals of this job's sessions.
+ends=$(( $(date +%s) + time_limit )) warned=
+tell_sessions() {{
+    scontrol listpids "$SLURM_JOB_ID" 2>/dev/null | while read -r pid _; do
+        [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$me" ] && readlink "/proc/$pid/fd/0" 2>/dev/null
+    done | grep '^/dev/pts/' | sort -u | while read -r tty; do
+        printf '\\r\\nslurm-proxy: %s\\r\\n' "$1" > "$tty" 2>/dev/null
+    done
+}}
+
 last=$(date +%s)
 while :; do
     sleep "$idle_check" & wait $!
+    left=$(( ends - $(date +%s) ))
+    if [ "$time_limit" -gt 0 ] && [ -z "$warned" ] && [ "$left" -le "$warn_before" ]; then
+        warned=1
+        tell_sessions "job $SLURM_JOB_ID ends in $(( (left + 59) / 60 )) min (its time limit); save your work"
+    fi
     if [ -n "$sshd_pid" ] && ! kill -0 "$sshd_pid" 2>/dev/null; then
         echo "slurm-proxy: the job's sshd exited, ending the job"
         exit 1
@@ -159,6 +187,21 @@ if [ -z "$started" ]; then
     exit 1
 fi
 say "port $started"
+"""
+
+
+def _session_files(profile: Profile) -> str:
+    """The profile's setup lines and container for the session runner, written as data."""
+    if not session.needed(profile):
+        return ""
+    setup, container = session.files_b64(profile)
+    runner = base64.b64encode(session.RUNNER.encode()).decode()
+    return f"""# Setup lines and container for every session (the session runner reads them).
+mkdir -p "$sp/session/$SLURM_JOB_ID"
+printf %s '{setup}' | base64 -d > "$sp/session/$SLURM_JOB_ID/setup.sh"
+printf %s '{container}' | base64 -d > "$sp/session/$SLURM_JOB_ID/container"
+printf %s '{runner}' | base64 -d > "$sp/session/run.$SLURM_JOB_ID"
+chmod 700 "$sp/session/run.$SLURM_JOB_ID" && mv -f "$sp/session/run.$SLURM_JOB_ID" "$sp/session/run"
 """
 
 

@@ -35,6 +35,7 @@ class JobRecord(NamedTuple):
     port: int = 0  # the job's own sshd (mode sshd); 0 = the node's sshd
     mode: str = ""  # the mode the node was checked for: its host keys depend on it
     login: str = ""  # the cluster's login destination: a record counts only for that cluster
+    ends: float = 0.0  # when the job reaches its time limit (epoch seconds); 0 = unknown
 
 
 Trust = Callable[[str, JobRecord], bool]  # (profile key, record) → may its keys be trusted?

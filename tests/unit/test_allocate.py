@@ -111,7 +111,7 @@ def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State
     assert not (state.dir / "locks").exists()
     record = state.job("hpc.debug")
     assert record is not None
-    assert record._replace(submitted=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
+    assert record._replace(submitted=0.0, ends=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
     assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
 
 
@@ -127,7 +127,8 @@ def test_recorded_job_keeps_its_submission_time(state: State, clock: FakeClock,
     login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
     allocator(login, state, clock).ensure_running()
     assert login.commands == ["squeue", "bash"]
-    assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", 1700000000.0, **NODE1)
+    assert state.job("hpc.debug")._replace(ends=0.0) == JobRecord(  # type: ignore[union-attr]
+        "42", "hpc.debug", 1700000000.0, **NODE1)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,8 @@ def test_mode_sshd_records_the_port_and_the_users_host_key(state: State, clock: 
     got = allocator(login, state, clock, profile).ensure_running()
     assert login.calls[1] == jobscript.node_check_argv("sshd", "node1", "42")
     assert got.port == 20345
-    assert state.job("hpc.debug") == JobRecord("42", "hpc.debug", state.job("hpc.debug").submitted,  # type: ignore[union-attr]
+    assert state.job("hpc.debug")._replace(ends=0.0) == JobRecord(  # type: ignore[union-attr]
+        "42", "hpc.debug", state.job("hpc.debug").submitted,  # type: ignore[union-attr]
                                                port=20345, **{**NODE1, "mode": "sshd"})
     warm = FakeLogin(squeue=[out(RUNNING)])
     again = allocator(warm, state, clock, profile).ensure_running()
@@ -195,7 +197,7 @@ def test_no_job_submits_one_and_waits(state: State, clock: FakeClock) -> None:
     assert (state.dir / "locks").is_dir()
     record = state.job("hpc.debug")
     assert record is not None
-    assert record._replace(submitted=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
+    assert record._replace(submitted=0.0, ends=0.0) == JobRecord("42", "hpc.debug", 0.0, **NODE1)
 
 
 def test_job_found_under_the_lock_is_not_submitted_again(state: State, clock: FakeClock) -> None:
@@ -341,7 +343,9 @@ def test_jobs_that_are_not_ours_are_ignored(state: State, clock: FakeClock) -> N
     [
         ([line(job_id="50"), line(job_id="42")], None, "42"),  # the oldest
         ([line(job_id="42"), line(job_id="50", state="RUNNING", nodes="n1")], None, "50"),  # running
-        ([line(job_id="42", state="RUNNING", nodes="n1"), line(job_id="50")], "50", "50"),  # recorded
+        ([line(job_id="42", state="RUNNING", nodes="n1"), line(job_id="50")], "50", "42"),  # running
+        ([line(job_id="42", state="RUNNING", nodes="n1"), line(job_id="50", state="RUNNING", nodes="n2")],
+         "50", "50"),  # recorded
         ([line(job_id="42", state="COMPLETING", nodes="n1"), line(job_id="50")], None, "50"),  # ended
         ([line(job_id="9_1"), line(job_id="10+0")], None, "9_1"),
         ([], None, None),

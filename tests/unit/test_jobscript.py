@@ -53,3 +53,14 @@ def test_srun_argv_past_other_jobs_says_what_to_do_when_there_is_no_sshd() -> No
     argv = jobscript.srun_argv("42", ("40", "41"))
     assert argv[-4:] == ["sp_sshd", "needed to reach job 42 past your jobs 40, 41 on this node: "
                          "cancel those, or ask for openssh-server", "-i", "-e"]
+
+
+def test_a_batch_script_with_everything_is_unix_text_and_carries_the_setup_as_data() -> None:
+    from slurm_proxy.config import Cluster, Profile
+
+    profile = Profile(name="x", cluster=Cluster("c", "l"), mode="sshd", time="2:00",
+                      setup=("echo '$(touch /tmp/pwned)'; EOF",), container="~/i.sif",
+                      container_args=("--nv",))
+    script = jobscript.batch_script(profile)
+    assert "\r" not in script  # sbatch refuses DOS line breaks
+    assert "pwned" not in script and "--nv" not in script  # base64: data, never script text

@@ -77,7 +77,7 @@ def test_file_and_directory_are_private(state: State) -> None:
     assert data["version"] == VERSION
     assert data["jobs"]["hpc.gpu"] == {"job_id": "42", "profile": "hpc.gpu", "submitted": 1700000000.5,
                                        "alias": "", "node": "", "host_keys": [], "port": 0,
-                                       "mode": "", "login": ""}
+                                       "mode": "", "login": "", "ends": 0.0}
     assert mode(state.known_hosts) == 0o600
     assert not [p for p in state.dir.iterdir() if p.name.endswith(".tmp")]
 

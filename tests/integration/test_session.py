@@ -1,0 +1,130 @@
+"""Inside the session: a profile's setup lines, its container, and its time limit (through the
+real cluster; the container runtime is bubblewrap, through the same path as Apptainer's)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from . import cluster
+from .cluster import SSH, as_user, err, jobs, text
+
+pytestmark = pytest.mark.usefixtures("clean")
+IMAGE = "/var/lib/slurm-proxy-testcluster/image"
+BWRAP = ('["bwrap", "--ro-bind", "/", "/", "--ro-bind", "{image}/etc/os-release", "/etc/os-release", '
+         '"--dev", "/dev", "--proc", "/proc", "--bind", "/home", "/home", "--bind", "/tmp", "/tmp", '
+         '"--unshare-user", "--unshare-pid", "--die-with-parent"]')
+SETUP = '["export SP_SETUP=yes", "false", "echo setup-says-hello"]'
+CONFIG = f"""
+[defaults]
+partition = "debug"
+time = "10:00"
+cpus = 1
+[clusters.test]
+login = "testlogin"
+[profiles.setup-sshd]
+mode = "sshd"
+setup = {SETUP}
+[profiles.setup-srun]
+mode = "srun"
+setup = {SETUP}
+[profiles.setup-adopt]
+setup = {SETUP}
+[profiles.ctr]
+mode = "sshd"
+container = "{IMAGE}"
+container_runtime = {BWRAP}
+[profiles.ctr-adopt]
+container = "{IMAGE}"
+container_runtime = {BWRAP}
+[profiles.missing]
+container = "~/no-such-image.sif"
+[profiles.short]
+time = "2:00"
+warn_before = "1:30"
+renew_before = "1:45"
+idle_check = 1
+"""
+
+
+@pytest.fixture
+def env(user_tmp: Path) -> dict[str, str]:
+    path = user_tmp / "config.toml"
+    cluster.write_config(path, CONFIG)
+    return {"SLURM_PROXY_CONFIG": str(path)}
+
+
+@pytest.mark.parametrize("mode", ["sshd", "srun"])
+def test_setup_runs_in_every_kind_of_session(env: dict[str, str], mode: str) -> None:
+    alias = f"slurm-setup-{mode}"
+    command = as_user([*SSH, alias, 'echo "v=$SP_SETUP"'], env=env)
+    assert (command.returncode, text(command)) == (0, "v=yes\n"), err(command)  # setup's output: stderr
+    assert "setup-says-hello" in err(command)
+    assert "slurm-proxy: setup line failed (exit 1): false" in err(command)
+    vscode = as_user([*SSH, alias, "bash"], env=env, input=b'echo "v=$SP_SETUP"\n')
+    assert text(vscode) == "v=yes\n", err(vscode)
+    # a login shell, as `ssh alias` opens (without a terminal: this machine's /dev/pts is mounted
+    # without gid=5, so a user's own sshd cannot hand out terminals here)
+    login_shell = as_user([*SSH, "-T", alias], env=env, input=b'echo "v=$SP_SETUP"; exit\n')
+    assert "v=yes" in text(login_shell), text(login_shell) + err(login_shell)
+
+
+def test_setup_in_mode_adopt_through_env_sh(env: dict[str, str]) -> None:
+    proc = as_user([*SSH, "slurm-setup-adopt", '. ~/.slurm-proxy/env.sh; echo "v=$SP_SETUP"'], env=env)
+    assert text(proc) == "v=yes\n", err(proc)
+
+
+@pytest.mark.parametrize("alias", ["slurm-ctr", "slurm-ctr-adopt"])
+def test_every_session_runs_in_the_container(env: dict[str, str], user_tmp: Path, alias: str) -> None:
+    proc = as_user([*SSH, alias, 'head -n 1 /etc/os-release; echo "job=$SLURM_JOB_ID"'], env=env)
+    lines = text(proc).splitlines()
+    assert lines[0] == 'NAME="slurm-proxy test image"', err(proc)
+    assert re.fullmatch(r"job=\d+", lines[1]), lines
+    data = user_tmp / "blob"
+    data.write_bytes(hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32))
+    data.chmod(0o644)
+    scp = as_user(["scp", "-o", "BatchMode=yes", str(data), f"{alias}:/tmp/sp-ctr-blob"], env=env)
+    assert scp.returncode == 0, err(scp)
+    remote = as_user([*SSH, alias, "sha256sum < /tmp/sp-ctr-blob; rm -f /tmp/sp-ctr-blob"], env=env)
+    assert text(remote).split()[0] == hashlib.sha256(data.read_bytes()).hexdigest()
+    sftp = as_user(["sftp", "-o", "BatchMode=yes", "-b", "-", alias], env=env, input=b"pwd\n")
+    assert sftp.returncode == 0 and "Remote working directory: /home/sptest" in text(sftp), err(sftp)
+
+
+def test_a_missing_image_is_one_line_and_no_job(env: dict[str, str]) -> None:
+    proc = as_user([*SSH, "slurm-missing", "true"], env=env)
+    lines = [ln for ln in err(proc).splitlines() if ln.startswith("slurm-proxy:")]
+    assert lines == ["slurm-proxy: container image ~/no-such-image.sif not found on testlogin (checked "
+                     "before submitting; no job submitted)"], err(proc)
+    assert jobs() == []
+
+
+@pytest.mark.timeout(240)
+def test_walltime_warns_renews_once_and_the_next_connect_does_not_wait(env: dict[str, str]) -> None:
+    first = as_user([*SSH, "slurm-short", "true"], env=env)
+    assert first.returncode == 0 and "ends in" not in err(first), err(first)
+    (old, *_), = jobs("slurm-proxy-short")
+    start = time.monotonic()
+    # a session that is open when the warning comes (90 s before the end: 30 s after the start)
+    session = subprocess.Popen(cluster.user_argv([*SSH, "-tt", "slurm-short", "sleep 40"], env),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(max(0.0, start + 20 - time.monotonic()))  # 105 s left: renew_before
+    renew = as_user([*SSH, "slurm-short", "true"], env=env)
+    assert "to follow the running one" in err(renew), err(renew)
+    again = as_user([*SSH, "slurm-short", "true"], env=env)
+    assert "submitted" not in err(again) and len(jobs("slurm-proxy-short")) == 2  # never two successors
+    new = next(j[0] for j in jobs("slurm-proxy-short") if j[0] != old)
+    time.sleep(max(0.0, start + 35 - time.monotonic()))  # under 90 s left: warn_before
+    warned = as_user([*SSH, "slurm-short", "true"], env=env)
+    assert f"job {old} ends in" in err(warned) and "its time limit" in err(warned), err(warned)
+    out, _ = session.communicate(timeout=60)
+    assert f"slurm-proxy: job {old} ends in" in out.decode(errors="replace"), out
+    cluster.wait_gone(old, timeout=150)
+    after = as_user([*SSH, "slurm-short", 'echo "job=$SLURM_JOB_ID"'], env=env)
+    # at once on the successor (which, with a 2-minute limit, soon wants its own successor)
+    assert text(after) == f"job={new}\n" and "pending" not in err(after), err(after)
