@@ -196,10 +196,12 @@ def init(login: str | None, cluster_name: str | None, non_interactive: bool, for
 @click.argument("profile", required=False, shell_complete=_profile_names)
 @click.option("--allocate", is_flag=True,
               help="Also connect for real (allocates or reuses each profile's job).")
-def doctor(profile: str | None, allocate: bool) -> None:
+@click.option("--node", is_flag=True,
+              help="Also look at the compute node through the profile (what VS Code's server needs).")
+def doctor(profile: str | None, allocate: bool, node: bool) -> None:
     """Check the config, ssh, the login node, Slurm, connection sharing and VS Code settings."""
     failed = False
-    for check in run_checks(profile, allocate):
+    for check in run_checks(profile, allocate, node):
         mark = "✓" if check.ok else "!" if check.ok is None else "✗"
         click.echo(f"{mark} {check.name}: {check.detail}")
         if check.fix and not check.ok:

@@ -7,25 +7,18 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
-from . import config, paths
+from . import config, node_doctor, paths
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
 from .login import OpenSSHLogin, find_ssh, open_login
+from .node_doctor import Check
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 VSCODE_MIN_TIMEOUT = 60
 
 
-class Check(NamedTuple):
-    name: str
-    ok: bool | None  # None: a warning, not a failure
-    detail: str
-    fix: str = ""
-
-
-def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
+def run_checks(profile_name: str | None, allocate: bool, node: bool = False) -> Iterator[Check]:
     try:
         cfg = config.load()
     except ConfigError as e:
@@ -60,6 +53,9 @@ def run_checks(profile_name: str | None, allocate: bool) -> Iterator[Check]:
     if allocate:
         for p in profiles:
             yield _check_allocation(cfg.prefix + p.name)
+    if node:
+        for p in profiles:
+            yield from node_doctor.run(find_ssh(), cfg.prefix + p.name)
 
 
 def _check_cluster(cluster: Cluster) -> Iterator[Check]:

@@ -128,3 +128,20 @@ def test_walltime_warns_renews_once_and_the_next_connect_does_not_wait(env: dict
     after = as_user([*SSH, "slurm-short", 'echo "job=$SLURM_JOB_ID"'], env=env)
     # at once on the successor (which, with a 2-minute limit, soon wants its own successor)
     assert text(after) == f"job={new}\n" and "pending" not in err(after), err(after)
+
+
+def test_doctor_node_finds_stray_output_and_a_memory_cap(env: dict[str, str]) -> None:
+    bashrc = cluster.HOME / ".bashrc"
+    original = bashrc.read_bytes()
+    # only in sessions on a node, inside a job: the login node's commands stay quiet
+    bashrc.write_bytes(b"grep -q job_ /proc/self/cgroup && echo stray-hello\n"
+                       b"grep -q job_ /proc/self/cgroup && ulimit -v 4000000\n" + original)
+    try:
+        proc = as_user([cluster.PROXY, "doctor", "setup-adopt", "--node"], env=env)
+    finally:
+        bashrc.write_bytes(original)
+    out = text(proc)
+    assert proc.returncode == 1, out + err(proc)
+    assert f"✗ quiet sessions: a non-interactive session prints 'stray-hello' (from {bashrc}:1)" in out, out
+    assert "✗ virtual memory: ulimit -v is 4000000 KB" in out, out
+    assert "✓ glibc: 2.36" in out and "internet" in out, out

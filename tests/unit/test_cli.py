@@ -215,3 +215,19 @@ def test_connect_completes_aliases(run: Run, cfg_path: Path) -> None:
     complete = ShellComplete(cli.cli, {}, "slurm-proxy", "_SLURM_PROXY_COMPLETE")
     assert [c.value for c in complete.get_completions(["connect"], "slurm-g")] == ["slurm-gpu"]
 
+
+
+def test_node_findings_name_the_file_and_the_fix() -> None:
+    from slurm_proxy import node_doctor
+
+    found = {"stray-at": "/home/me/.bashrc:3", "ulimit-v": "4000000", "glibc": "2.17",
+             "free-kb": "2048", "free-inodes": "100", "internet": "no"}
+    lines = {c.name: c for c in node_doctor.judge("hello", found)}
+    assert lines["quiet sessions"].ok is False and "/home/me/.bashrc:3" in lines["quiet sessions"].detail
+    assert lines["virtual memory"].ok is False and "4000000" in lines["virtual memory"].detail
+    assert lines["glibc"].ok is False and "2.28" in lines["glibc"].detail
+    assert lines["home directory"].ok is None and "serverInstallPath" in lines["home directory"].fix
+    assert "localServerDownload" in lines["internet"].fix
+    good = {"ulimit-v": "unlimited", "glibc": "2.36", "free-kb": "99999999", "free-inodes": "9999999",
+            "internet": "yes"}
+    assert all(c.ok for c in node_doctor.judge("", good))

@@ -1,0 +1,113 @@
+"""`slurm-proxy doctor PROFILE --node`: what VS Code's server meets on the compute node, looked
+at through the profile's own path (so through its job, allocated if needed).
+
+Each finding is one line with its fix: output that shell startup files print in a
+non-interactive session (it corrupts scp, sftp and VS Code's stream), a virtual-memory limit,
+glibc older than VS Code's server needs, a home short of space or inodes for
+``~/.vscode-server``, and a node that cannot reach VS Code's download server.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator
+from typing import NamedTuple
+
+GLIBC_NEEDED = (2, 28)  # what current VS Code servers need
+FREE_KB_NEEDED = 1024 * 1024  # ~/.vscode-server takes hundreds of MB per version
+FREE_INODES_NEEDED = 50_000  # and tens of thousands of files
+
+# Prints "sp-doctor <key> <value>" lines; $1 is the first line of stray output, if any.
+SCRIPT = r"""stray=$1
+say() { printf 'sp-doctor %s %s\n' "$1" "$2"; }
+if [ -n "$stray" ]; then
+    for f in ~/.bashrc ~/.bash_profile ~/.bash_login ~/.profile ~/.zshenv ~/.cshrc; do
+        [ -r "$f" ] || continue
+        hit=$(grep -n -F -- "$stray" "$f" 2>/dev/null | head -n 1 | cut -d: -f1)
+        [ -z "$hit" ] && hit=$(grep -n -E '^[[:space:]]*(echo|printf|cat|fortune|date)\b' "$f" 2>/dev/null \
+            | head -n 1 | cut -d: -f1)
+        [ -n "$hit" ] && { say stray-at "$f:$hit"; break; }
+    done
+fi
+say ulimit-v "$(ulimit -v)"
+say glibc "$(ldd --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')"
+set -- $(df -Pk "$HOME" 2>/dev/null | tail -n 1)
+say free-kb "${4:-}"
+set -- $(df -Pi "$HOME" 2>/dev/null | tail -n 1)
+say free-inodes "${4:-}"
+if timeout 3 bash -c 'exec 3<>/dev/tcp/update.code.visualstudio.com/443' 2>/dev/null; then
+    say internet yes
+else
+    say internet no
+fi
+"""
+
+
+class Check(NamedTuple):
+    """One line of doctor's report (doctor's own checks use it too)."""
+
+    name: str
+    ok: bool | None  # None: a warning
+    detail: str
+    fix: str = ""
+
+
+def run(ssh: str, alias: str) -> Iterator[Check]:
+    """Look at the node through ``ssh alias``."""
+    base = [ssh, "-o", "BatchMode=yes", alias]
+    quiet = subprocess.run([*base, "true"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           errors="replace", timeout=600)
+    if quiet.returncode != 0:
+        said = [ln for ln in quiet.stderr.splitlines() if ln.strip()]
+        ours = [ln for ln in said if ln.startswith("slurm-proxy:")]
+        yield Check(f"ssh {alias}", False, (ours or said or ["failed"])[-1],
+                      "run `slurm-proxy doctor` first; `slurm-proxy -v ALIAS` shows every step")
+        return
+    stray = next((ln.strip() for ln in quiet.stdout.splitlines() if ln.strip()), "")
+    proc = subprocess.run([*base, shlex.join(["bash", "-c", SCRIPT, "sp-doctor", stray])],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                          timeout=120)
+    found = {}
+    for line in proc.stdout.splitlines():
+        words = line.split(" ", 2)
+        if len(words) == 3 and words[0] == "sp-doctor":
+            found[words[1]] = words[2].strip()
+    yield from judge(stray, found)
+
+
+def judge(stray: str, found: dict[str, str]) -> Iterator[Check]:
+    """The findings from what the node said (pure, for tests)."""
+    if stray:
+        where = found.get("stray-at", "a shell startup file")
+        yield Check("quiet sessions", False, f"a non-interactive session prints {stray[:60]!r} "
+                      f"(from {where}): scp, sftp and VS Code break on it",
+                      f"in {where}, print only when the shell is interactive (case $- in *i*)")
+    else:
+        yield Check("quiet sessions", True, "a non-interactive session prints nothing")
+    limit = found.get("ulimit-v", "")
+    if limit and limit != "unlimited":
+        yield Check("virtual memory", False, f"ulimit -v is {limit} KB: VS Code's server (node) fails "
+                      "under it", "remove `ulimit -v` from your startup files, or ask for a larger limit")
+    elif limit:
+        yield Check("virtual memory", True, "unlimited")
+    glibc = found.get("glibc", "")
+    if glibc:
+        version = tuple(int(x) for x in glibc.split("."))
+        needed = ".".join(map(str, GLIBC_NEEDED))
+        yield Check("glibc", version >= GLIBC_NEEDED, f"{glibc}" + ("" if version >= GLIBC_NEEDED else
+                      f": VS Code's server needs {needed} or newer"),
+                      "" if version >= GLIBC_NEEDED else "run VS Code's server in a container "
+                      "(container = …, mode sshd or srun)")
+    free, inodes = found.get("free-kb", ""), found.get("free-inodes", "")
+    if free.isdigit() and inodes.isdigit():
+        short = int(free) < FREE_KB_NEEDED or int(inodes) < FREE_INODES_NEEDED
+        yield Check("home directory", None if short else True,
+                      f"{int(free) // 1024} MB and {inodes} inodes free",
+                      '"remote.SSH.serverInstallPath": {"slurm-PROFILE": "/scratch/$USER"} in VS Code\'s '
+                      "settings moves ~/.vscode-server off a small home" if short else "")
+    if found.get("internet") == "no":
+        yield Check("internet", None, "the node cannot reach update.code.visualstudio.com",
+                      '"remote.SSH.localServerDownload": "always" (the laptop downloads the server)')
+    elif found.get("internet") == "yes":
+        yield Check("internet", True, "the node reaches VS Code's download server")
