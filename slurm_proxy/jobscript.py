@@ -71,6 +71,11 @@ SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
     sp_hostkey || return 1
     for v in "${!SLURM_@}" CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
         [ -n "${!v+set}" ] || continue
+        # the job's variables, not those of the step that runs this sshd (mode srun): a nested
+        # srun in a session would take them for its own (its step, task ids, CPU binding)
+        case $v in SLURM_STEP*|SLURM_PROCID|SLURM_LOCALID|SLURM_TASK_PID|SLURM_NODEID|SLURM_GTIDS|\
+            SLURM_CPU_BIND*|SLURM_SRUN_COMM_*|SLURM_LAUNCH_NODE_IPADDR|SLURM_PTY_*|SLURM_UMASK|\
+            SLURM_DISTRIBUTION) continue ;; esac
         val=${!v}
         case $val in *[\"\\]*|*$'\n'*) continue ;; esac
         env+=" \"$v=$val\""

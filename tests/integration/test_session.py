@@ -145,3 +145,11 @@ def test_doctor_node_finds_stray_output_and_a_memory_cap(env: dict[str, str]) ->
     assert f"✗ quiet sessions: a non-interactive session prints 'stray-hello' (from {bashrc}:1)" in out, out
     assert "✗ virtual memory: ulimit -v is 4000000 KB" in out, out
     assert "✓ glibc: 2.36" in out and "internet" in out, out
+
+
+@pytest.mark.parametrize("mode", ["sshd", "srun"])
+def test_a_nested_srun_in_a_session_runs_in_the_job(env: dict[str, str], mode: str) -> None:
+    nested = 'echo "step=${SLURM_STEP_ID-none}"; srun --overlap -N1 -n1 printenv SLURM_JOB_ID'
+    proc = as_user([*SSH, f"slurm-setup-{mode}", nested], env=env)
+    lines = text(proc).splitlines()
+    assert lines[0] == "step=none" and re.fullmatch(r"\d+", lines[1]), text(proc) + err(proc)
