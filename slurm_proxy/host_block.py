@@ -8,7 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from . import paths
 
@@ -48,7 +48,10 @@ def command_line(command: list[str], windows: bool | None = None) -> str:
     return line.replace("%", "%%")
 
 
-def host_block(prefix: str, command: list[str], known_hosts: Path, windows: bool | None = None) -> str:
+def host_block(prefix: str, command: list[str], known_hosts: PurePath, windows: bool | None = None) -> str:
+    """The ``Host`` block sending ``{prefix}*`` through ``command``, quoted for the platform's ssh
+    (``windows``: this one's unless told). ``known_hosts`` is written as it is, in double quotes
+    (which both ssh's understand), so a Windows path keeps its backslashes."""
     cmd = command_line(command, windows)
     return "\n".join([
         BEGIN,

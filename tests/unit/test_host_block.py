@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import stat
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePath, PureWindowsPath
 
 import pytest
 
@@ -166,42 +168,125 @@ def test_install_through_a_symlink_updates_the_target(tmp_path: Path) -> None:
 
 
 
+# --- quoting for the platform's ssh -----------------------------------------------------------
+
+WIN_SPACE = r"C:\Program Files\Python311\Scripts\slurm-proxy.exe"
+MAC_SPACE = "/Users/Jane Doe/.local/bin/slurm-proxy"
+
+
 @pytest.mark.parametrize(
     ("command", "windows", "line"),
     [
-        ([r"C:\Program Files\Python311\Scripts\slurm-proxy.exe"], True,
-         r'"C:\Program Files\Python311\Scripts\slurm-proxy.exe"'),
+        ([WIN_SPACE], True, f'"{WIN_SPACE}"'),
         ([r"C:\Users\jane\.local\bin\slurm-proxy.exe"], True, r"C:\Users\jane\.local\bin\slurm-proxy.exe"),
+        (["python.exe", "-m", "slurm_proxy"], True, "python.exe -m slurm_proxy"),
         ([r"C:\Python 3\python.exe", "-m", "slurm_proxy"], True, r'"C:\Python 3\python.exe" -m slurm_proxy'),
         ([r"C:\100%\slurm-proxy.exe"], True, r"C:\100%%\slurm-proxy.exe"),
-        (["/Users/Jane Doe/.local/bin/slurm-proxy"], False, "'/Users/Jane Doe/.local/bin/slurm-proxy'"),
+        ([r"C:\my 50% tools\slurm-proxy.exe"], True, r'"C:\my 50%% tools\slurm-proxy.exe"'),
+        ([r"C:\it's\slurm-proxy.exe"], True, r"C:\it's\slurm-proxy.exe"),
+        (["C:\\tab\there\\x.exe"], True, '"C:\\tab\there\\x.exe"'),
+        ([r"C:\a b\\", 'say "hi"', ""], True, r'"C:\a b\\\\" "say \"hi\"" ""'),
+        ([MAC_SPACE], False, f"'{MAC_SPACE}'"),
         (["/home/jane/.local/bin/slurm-proxy"], False, "/home/jane/.local/bin/slurm-proxy"),
+        (["python3", "-m", "slurm_proxy"], False, "python3 -m slurm_proxy"),
         (["/opt/100%/bin/slurm-proxy"], False, "/opt/100%%/bin/slurm-proxy"),
+        (["/opt/it's/slurm-proxy"], False, "'/opt/it'\"'\"'s/slurm-proxy'"),
+        (['/opt/say "hi"/x', ""], False, "'/opt/say \"hi\"/x' ''"),
     ],
-    ids=["win-space", "win-plain", "win-several-words", "win-percent", "posix-space", "posix-plain",
-         "posix-percent"],
+    ids=["win-space", "win-plain", "win-several-words", "win-space-several-words", "win-percent",
+         "win-space-percent", "win-single-quote", "win-tab", "win-backslashes-quotes-empty",
+         "posix-space", "posix-plain", "posix-several-words", "posix-percent", "posix-single-quote",
+         "posix-double-quote-empty"],
 )
 def test_the_proxy_command_is_quoted_for_the_platform(command: list[str], windows: bool, line: str) -> None:
     assert host_block.command_line(command, windows) == line
     assert f"    ProxyCommand {line} %h\n" in host_block.host_block("slurm-", command, Path("/k"), windows)
 
 
-@pytest.mark.parametrize("command", [[r"C:\Program Files\x y\slurm-proxy.exe"], ["/a b/c", "-m", "x y"]])
-def test_each_quoting_gives_back_the_words(command: list[str]) -> None:
-    assert shlex.split(host_block.command_line(command, False)) == command
-    assert _windows_split(host_block.command_line(command, True)) == command
+ROUND_TRIP = [
+    [WIN_SPACE],
+    [MAC_SPACE],
+    [r"C:\Users\jane\.local\bin\slurm-proxy.exe"],
+    ["/home/jane/.local/bin/slurm-proxy"],
+    ["python.exe", "-m", "slurm_proxy"],
+    [r"C:\Python 3\python.exe", "-m", "slurm_proxy"],
+    ["/a b/c", "-m", "x y"],
+    [r"C:\100% done\x.exe", "%h", "50%"],
+    [r"C:\a b\\", r"C:\tail\\", 'say "hi"', r"back\"quote", "", "tab\there"],
+    ["/opt/it's/x", "$HOME", "a;b", "*"],
+]
+
+
+@pytest.mark.parametrize("command", ROUND_TRIP)
+def test_posix_quoting_gives_back_the_words(command: list[str]) -> None:
+    # ssh turns %% into % and hands the line to the user's shell.
+    assert shlex.split(host_block.command_line(command, False).replace("%%", "%")) == command
+
+
+@pytest.mark.parametrize("command", ROUND_TRIP)
+def test_windows_quoting_gives_back_the_words(command: list[str]) -> None:
+    line = host_block.command_line(command, True)
+    assert line == subprocess.list2cmdline(command).replace("%", "%%")
+    assert _windows_split(line.replace("%%", "%")) == command
+    assert "'" not in line or any("'" in word for word in command)  # no POSIX quoting
+
+
+@pytest.mark.parametrize(
+    ("known_hosts", "windows", "shown"),
+    [
+        (PureWindowsPath(r"C:\Users\Jane Doe\.local\state\slurm-proxy\known_hosts"), True,
+         r'"C:\Users\Jane Doe\.local\state\slurm-proxy\known_hosts"'),
+        (PureWindowsPath(r"C:\Users\u\100%\known_hosts"), True, r'"C:\Users\u\100%%\known_hosts"'),
+        (Path("/Users/Jane Doe/.local/state/slurm-proxy/known_hosts"), False,
+         '"/Users/Jane Doe/.local/state/slurm-proxy/known_hosts"'),
+    ],
+    ids=["win-space", "win-percent", "posix-space"],
+)
+def test_the_known_hosts_file_is_double_quoted_on_both(
+        known_hosts: PurePath, windows: bool, shown: str) -> None:
+    text = host_block.host_block("slurm-", [WIN_SPACE if windows else MAC_SPACE], known_hosts, windows)
+    assert f"    UserKnownHostsFile {shown}\n" in text
+
+
+@pytest.mark.parametrize(("os_name", "line"), [("nt", f'"{WIN_SPACE}"'), ("posix", f"'{WIN_SPACE}'")])
+def test_the_platform_is_this_one_unless_told(
+        monkeypatch: pytest.MonkeyPatch, os_name: str, line: str) -> None:
+    known = Path("/k")  # made before os.name changes: pathlib reads it
+    with monkeypatch.context() as m:
+        m.setattr(os, "name", os_name)
+        shown = host_block.command_line([WIN_SPACE])
+        text = host_block.host_block("s-", [WIN_SPACE], known)
+    assert shown == line
+    assert f"    ProxyCommand {line} %h\n" in text
 
 
 def _windows_split(line: str) -> list[str]:
-    """CommandLineToArgvW for lines without backslashes before quotes (the cases above)."""
-    words, word, quoted, started = [], "", False, False
-    for c in line:
+    """``line`` split as CommandLineToArgvW (and the MS C runtime) split it: blanks outside double
+    quotes part words; 2n backslashes before a quote give n and the quote toggles quoting, 2n+1
+    give n and a literal quote; other backslashes are literal."""
+    words: list[str] = []
+    word, quoted, started, i = "", False, False, 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            n = len(line[i:]) - len(line[i:].lstrip("\\"))
+            i += n
+            if i < len(line) and line[i] == '"':
+                word += "\\" * (n // 2)
+                if n % 2:
+                    word += '"'
+                    i += 1
+            else:
+                word += "\\" * n
+            started = True
+            continue
         if c == '"':
             quoted, started = not quoted, True
-        elif c == " " and not quoted:
+        elif c in " \t" and not quoted:
             if started:
                 words.append(word)
             word, started = "", False
         else:
             word, started = word + c, True
+        i += 1
     return [*words, word] if started else words
