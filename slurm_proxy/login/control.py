@@ -56,7 +56,7 @@ def master_alive(path: Path) -> bool:
     s.settimeout(2.0)  # a master too busy to take us at once is still there
     try:
         s.connect(str(path))
-    except TimeoutError:
+    except (TimeoutError, _socket.timeout):  # the same class from Python 3.10 on
         return True
     except OSError:
         return False
