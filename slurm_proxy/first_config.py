@@ -49,6 +49,11 @@ def _toml_name(name: str) -> str:
     return clean[: config.MAX_NAME]
 
 
+def _key(name: str) -> str:
+    """A TOML table key: quoted when it holds a dot, which would nest the table."""
+    return f'"{name}"' if "." in name else name
+
+
 class Proposal(NamedTuple):
     text: str
     profiles: list[str]
@@ -70,7 +75,7 @@ def propose(cluster: str, login: str, parts: list[Partition]) -> Proposal:
         f'time = "{slurm.format_duration(DEFAULT_TIME)}"',
         'idle_timeout = "30:00"   # end a job after 30 minutes without an ssh session',
         "",
-        f"[clusters.{_toml_name(cluster)}]",
+        f"[clusters.{_key(_toml_name(cluster))}]",
         f'login = "{login}"',
     ]
     names: list[str] = []
@@ -81,12 +86,12 @@ def propose(cluster: str, login: str, parts: list[Partition]) -> Proposal:
         gpu_partition = p.gpus and "gpu" in name.lower()
         if not gpu_partition and name not in names:
             names.append(name)
-            lines += ["", f"[profiles.{name}]", f'partition = "{p.name}"', f"cpus = {min(p.cpus, 4)}",
+            lines += ["", f"[profiles.{_key(name)}]", f'partition = "{p.name}"', f"cpus = {min(p.cpus, 4)}",
                       *short]
         gpu_name = name if gpu_partition else f"{name}-gpu"
         if p.gpus and gpu_name not in names:
             names.append(gpu_name)
-            lines += ["", f"[profiles.{gpu_name}]", f'partition = "{p.name}"', 'gres = "gpu:1"',
+            lines += ["", f"[profiles.{_key(gpu_name)}]", f'partition = "{p.name}"', 'gres = "gpu:1"',
                       f"cpus = {min(p.cpus, 8)}", *short]
     return Proposal("\n".join(lines) + "\n", names)
 

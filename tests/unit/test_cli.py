@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from slurm_proxy import allocate, cli, doctor, log, manage, paths
+from slurm_proxy import allocate, cli, config, doctor, log, manage, paths
 from slurm_proxy.login import Result
 
 CONFIG = """\
@@ -231,3 +231,13 @@ def test_node_findings_name_the_file_and_the_fix() -> None:
     good = {"ulimit-v": "unlimited", "glibc": "2.36", "free-kb": "99999999", "free-inodes": "9999999",
             "internet": "yes"}
     assert all(c.ok for c in node_doctor.judge("", good))
+
+
+def test_init_quotes_a_partition_name_with_a_dot(run: Run, tmp_path: Path, login: Login) -> None:
+    login(sinfo=[out("gpu.a100|gpu:4|64|1-00:00:00", "cpu.big|(null)|128|infinite")])
+    code, stdout, _ = run("init", "--login", "hpc", "--print")
+    assert code == 0 and sorted(tomllib.loads(stdout)["profiles"]) == ["cpu.big", "gpu.a100"]
+    path = Path(os.environ["SLURM_PROXY_CONFIG"])
+    path.write_text(stdout)
+    path.chmod(0o600)
+    assert sorted(config.load(path).profiles) == ["cpu.big", "gpu.a100"]
