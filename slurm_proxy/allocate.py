@@ -115,7 +115,9 @@ class Allocator:
                 job, jobs = self.query()  # someone may have submitted while we waited for the lock
                 if job is None:
                     rec = self._record()
-                    if rec and rec.ends and time.time() >= rec.ends - 60:
+                    # past its recorded end: did it reach its time limit? (its script says so)
+                    if rec and rec.ends and time.time() >= rec.ends - 60 and self.login.run(
+                            jobscript.said_argv(rec.job_id)).stdout.strip() == "timelimit":
                         log.info(f"job {rec.job_id} reached its time limit; submitting a new job "
                                  f"for {self.profile.name}")
                     self.submit()
@@ -130,6 +132,9 @@ class Allocator:
         self._forget_ended(jobs)
         neighbours = tuple(j.job_id for j in jobs if j.job_id != job.job_id
                            and j.state in slurm.HOLDING_STATES and job.node in j.nodes)
+        successor = self._mind_the_time_limit(job, jobs)
+        if successor:  # it may start on this node at once, and be the newest job there
+            neighbours += (successor,)
         mode = self.profile.mode
         if mode == "adopt" and neighbours:
             mode = "srun"
@@ -139,14 +144,14 @@ class Allocator:
             mode = "srun"  # the node's sshd is the site's: only the job's own sshd runs the container
             log.debug("a container needs the job's own sshd: this session goes through srun")
         port = self._checked(job, mode)
-        self._mind_the_time_limit(job, jobs)
         return Allocation(job, mode, port, self._submitted == job.job_id, neighbours)
 
-    def _mind_the_time_limit(self, job: Job, jobs: Sequence[Job]) -> None:
-        """Say when the job ends soon; ``renew_before`` it, submit its successor (one, ever)."""
+    def _mind_the_time_limit(self, job: Job, jobs: Sequence[Job]) -> str:
+        """Say when the job ends soon; ``renew_before`` it, submit its successor (one, ever).
+        The successor's id when this call submitted it, else ""."""
         left = job.time_left
         if left is None:
-            return
+            return ""
         if left < self.profile.warn_before:
             log.info(f"job {job.job_id} ends in {(left + 59) // 60} min (its time limit); the next "
                      "connect after that gets a new job")
@@ -155,7 +160,8 @@ class Allocator:
             with self._lock():
                 _, now = self.query()
                 if not any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in now):
-                    self.submit(successor=True)
+                    return self.submit(successor=True)
+        return ""
 
     def wait(self, job: Job | None) -> tuple[Job, list[Job]]:
         """Poll until the job runs; give up (cancelling only what we submitted) on timeout."""

@@ -119,11 +119,12 @@ find "$sp/jobs" -type f -mmin +1440 -delete 2>/dev/null
 cleanup() {{
     rm -f "$sp/env/$SLURM_JOB_ID" "$ready".*
     rm -rf "$sp/session/$SLURM_JOB_ID"
-    case $(head -c 6 "$ready" 2>/dev/null) in "error ") ;; *) rm -f "$ready" ;; esac
+    case $(head -c 6 "$ready" 2>/dev/null) in "error "|timeli) ;; *) rm -f "$ready" ;; esac
     [ -z "$sshd_pid" ] || kill "$sshd_pid"
 }}
 trap cleanup EXIT
-trap 'exit 0' TERM
+# Slurm's TERM at the time limit is said, for the connect that replaces this job.
+trap '[ "$time_limit" -gt 0 ] && [ $(( $(date +%s) + 60 )) -ge "$ends" ] && say timelimit; exit 0' TERM
 
 # Tell the login node this job is ready (or why it never will be).
 say() {{ printf '%s\\n' "$1" > "$ready.new" && mv -f "$ready.new" "$ready"; }}

@@ -503,3 +503,32 @@ def test_a_login_per_query_polls_at_the_slow_pace_from_the_start(state: State, c
     state.record(JobRecord("42", "hpc.debug", 1700000000.0, **NODE1))
     allocator(login, state, clock).ensure_running()
     assert clock.sleeps == [5.0] * 4
+
+
+RENEW = PROFILE._replace(renew_before=600, warn_before=300)
+
+
+def test_renew_before_submits_one_successor_and_routes_this_session_past_it(
+        state: State, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    soon = line(state="RUNNING", reason="None", nodes="node1").replace("|1:00:00|", "|4:00|")
+    login = FakeLogin(squeue=[out(soon)], sbatch=[Result(0, "43\n", "")], bash=[SRUN_KEYS])
+    got = allocator(login, state, clock, RENEW).ensure_running()
+    assert login.commands == ["squeue", "squeue", "sbatch", "bash"]
+    assert (got.mode, got.neighbours) == ("srun", ("43",))  # the successor may start right here
+    said = capsys.readouterr().err
+    assert "job 42 ends in 4 min (its time limit)" in said and "43 for profile debug to follow" in said
+    assert state.job("hpc.debug+next").job_id == "43"  # type: ignore[union-attr]
+    again = FakeLogin(squeue=[out(soon, PENDING.replace("42|", "43|", 1))], bash=[KEYS])
+    allocator(again, state, clock, RENEW).ensure_running()
+    assert "sbatch" not in again.commands  # never two successors
+
+
+@pytest.mark.parametrize(("said", "told"), [("timelimit", True), ("", False)])
+def test_a_job_past_its_end_is_said_to_have_reached_its_limit_only_if_it_did(
+        state: State, clock: FakeClock, capsys: pytest.CaptureFixture[str], said: str, told: bool) -> None:
+    state.record(JobRecord("41", "hpc.debug", 1700000000.0, **NODE1, ends=1700000100.0))
+    login = FakeLogin(squeue=[EMPTY, EMPTY, out(RUNNING)], sh=[out(said)], sbatch=[Result(0, "42\n", "")],
+                      bash=[KEYS])
+    allocator(login, state, clock).ensure_running()
+    message = "job 41 reached its time limit; submitting a new job for debug"
+    assert (message in capsys.readouterr().err) == told
