@@ -116,8 +116,8 @@ class Allocator:
                 if job is None:
                     rec = self._record()
                     # past its recorded end: did it reach its time limit? (its script says so)
-                    if rec and rec.ends and time.time() >= rec.ends - 60 and self.login.run(
-                            jobscript.said_argv(rec.job_id)).stdout.strip() == "timelimit":
+                    if rec and rec.ends and time.time() >= rec.ends - 60 \
+                            and self._said(rec.job_id) == "timelimit":
                         log.info(f"job {rec.job_id} reached its time limit; submitting a new job "
                                  f"for {self.profile.name}")
                     self.submit()
@@ -155,11 +155,12 @@ class Allocator:
         if left < self.profile.warn_before:
             log.info(f"job {job.job_id} ends in {(left + 59) // 60} min (its time limit); the next "
                      "connect after that gets a new job")
-        if left <= self.profile.renew_before and not any(
-                owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in jobs):
+        def has_successor(queue: Sequence[Job]) -> bool:
+            return any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in queue)
+
+        if left <= self.profile.renew_before and not has_successor(jobs):
             with self._lock():
-                _, now = self.query()
-                if not any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in now):
+                if not has_successor(self.query()[1]):  # asked again under the lock
                     return self.submit(successor=True)
         return ""
 
@@ -180,11 +181,15 @@ class Allocator:
             self.sleep(next(delays))
             job, jobs = self.query()
             if job is None or job.job_id != job_id:
-                said = self.login.run(jobscript.said_argv(job_id)).stdout.strip()
+                said = self._said(job_id)
                 raise JobEnded(job_id, "no longer in the queue",
                                said.removeprefix("error ") if said.startswith("error ") else "")
         log.info(f"job {job.job_id} running on {job.node}")
         return job, jobs
+
+    def _said(self, job_id: str) -> str:
+        """What the job's batch script last said (``error …``, ``timelimit``), or ""."""
+        return self.login.run(jobscript.said_argv(job_id)).stdout.strip()
 
     def _record(self) -> JobRecord | None:
         """The local record of this profile's job, if it was made for this cluster's login."""
@@ -301,7 +306,8 @@ def user_jobs(login: Login) -> list[Job]:
 
 def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
     """slurm-proxy's live job for ``profile`` among ``jobs``: one with its name *and* comment;
-    when there are several, the recorded one wins, then a running one, then the oldest."""
+    when there are several, a running one wins (a pending successor waits its turn), then the
+    recorded one, then the oldest."""
     mine = [j for j in jobs if owns(profile, j) and not j.ended]
     if not mine:
         return None

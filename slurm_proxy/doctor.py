@@ -81,7 +81,7 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
         factor = second_factor(login.ssh, destination)
         if factor:
             yield Check("two-factor login", None, f"{destination} asks for {factor} after the key: "
-                        f"the {cluster.backend or 'openssh'} backend asks once per login (terminal, "
+                        "the openssh backend asks once per login (terminal, "
                         "or SSH_ASKPASS)", "nothing to do; on Windows prefer backend = \"paramiko\"")
 
 

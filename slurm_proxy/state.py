@@ -56,9 +56,12 @@ class State:
     # -- reading ---------------------------------------------------------------------------
     def jobs(self) -> dict[str, JobRecord]:
         """Profile key → the job we submitted for it (the file is read once per process)."""
+        return _records(self._cached())
+
+    def _cached(self) -> dict[str, Any]:
         if self._data is None:
             self._data = self._read()
-        return _records(self._data)
+        return self._data
 
     def job(self, profile_key: str) -> JobRecord | None:
         return self.jobs().get(profile_key)
@@ -115,7 +118,7 @@ class State:
             current: str | None = self.known_hosts.read_text(encoding="utf-8")
         except OSError:
             current = None
-        if current != self._known_hosts_text(self._data if self._data is not None else self._read()):
+        if current != self._known_hosts_text(self._cached()):
             with self._locked():
                 pass
 

@@ -114,20 +114,25 @@ class OpenSSHLogin:
     def _one_login(self) -> Iterator[None]:
         """A command that may have to log in (no live master): one connect at a time does, the
         others wait and share its master. Not for a user's own ControlPath, nor on Windows."""
-        self.options  # noqa: B018 - decides control_path
-        with control.one_creator(self.control_path, self.destination) if self.control_path \
-                else nullcontext():
+        socket = self._managed_socket()
+        with control.one_creator(socket, self.destination) if socket else nullcontext():
             yield
+
+    def _managed_socket(self) -> Path | None:
+        """The master's socket when slurm-proxy manages it (decided with the options)."""
+        _ = self.options
+        return self.control_path
 
     def sharing(self) -> tuple[bool | None, str]:
         if os.name == "nt":
             return None, "OpenSSH for Windows shares no connections: each ssh logs in anew"
-        if self.control_path is None and self.options:
+        socket = self._managed_socket()
+        if socket is None:
             return True, "your ssh config sets its own ControlPath"
         check = subprocess.run([self.ssh, *self.options, "-O", "check", "--", self.destination],
                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if check.returncode == 0:
-            return True, f"a master connection serves {self.destination} ({self.control_path})"
+            return True, f"a master connection serves {self.destination} ({socket})"
         return False, log.last_line(check.stderr) or "no master connection"
 
     def forward_stdio(self, host: str, port: int) -> int:

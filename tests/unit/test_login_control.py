@@ -137,3 +137,18 @@ def test_a_failed_login_fails_the_waiters_with_its_reason(tmp_path: Path) -> Non
         t.join()
     assert len(attempts) == 1  # one prompt, not four
     assert errors == ["cannot reach login node 'hpc': Permission denied (keyboard-interactive)."] * 4
+
+
+def test_sharing_decides_the_socket_before_reading_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor may ask before any command ran: the managed socket is still reported as ours."""
+    from slurm_proxy.login import openssh
+
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\nexit 255\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SLURM_PROXY_SSH", str(fake))
+    # the user's ssh config sets no ControlPath
+    monkeypatch.setattr(openssh.OpenSSHLogin, "_ask_ssh_g", lambda self: False)
+    shared, how = openssh.OpenSSHLogin("hpc").sharing()
+    assert shared is False and "own ControlPath" not in how
