@@ -7,7 +7,7 @@ import sys
 
 HOT_COMMANDS = ("connect",)
 # Every other click command: a bare word that is one of these is never taken for an alias.
-CLI_COMMANDS = ("up", "down", "status", "init", "doctor", "ssh-config")
+CLI_COMMANDS = ("up", "down", "status", "init", "doctor", "ssh-config", "agent")
 
 
 def main(argv: list[str] | None = None) -> int:

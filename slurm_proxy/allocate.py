@@ -21,7 +21,7 @@ from types import FrameType
 from typing import NamedTuple
 
 from . import jobscript, log, node_keys, paths, session, slurm
-from .config import Config, Profile
+from .config import Cluster, Config, Profile
 from .errors import AllocationTimeout, ContainerMissing, Interrupted, JobEnded, NodeError, SlurmError
 from .login import Login, open_login
 from .slurm import Job
@@ -278,9 +278,13 @@ def allocator(cfg: Config, profile: Profile,
               report: Callable[[Job, float], None] | None = None) -> Allocator:
     """The allocator for ``profile``: its cluster's login connection, the local state (whose
     host keys count only as ``cfg`` vouches for them), the profile's alias."""
-    login = open_login(profile.cluster.login, profile.cluster.backend)
-    return Allocator(login, profile, State(paths.home(), trust=trusted_by(cfg)),
+    return Allocator(login_to(profile.cluster), profile, State(paths.home(), trust=trusted_by(cfg)),
                      cfg.prefix + profile.name, report=report)
+
+
+def login_to(cluster: Cluster) -> Login:
+    """The cluster's login connection, through the backend its config names."""
+    return open_login(cluster.login, cluster.backend, cluster.agent_idle)
 
 
 def trusted_by(cfg: Config) -> Trust:

@@ -16,6 +16,7 @@ from . import __version__, config, first_config, host_block, log, manage, paths,
 from .allocate import ChangeReporter
 from .doctor import run_checks
 from .errors import SlurmProxyError, run_reporting
+from .login import agent as agent_login
 from .login import open_login
 from .state import State
 
@@ -239,3 +240,59 @@ def ssh_config(install: bool, path: Path) -> None:
         return 0
 
     _run(run)
+
+
+@cli.command()
+@click.option("--status", "show", is_flag=True, help="Show the running agent; start none.")
+@click.option("--stop", is_flag=True, help="Stop the running agent (its open tunnels end).")
+@click.option("--foreground", is_flag=True,
+              help="Run the agent in this process, logging to stderr (connects start it in the background).")
+@click.option("--idle", type=click.IntRange(1), metavar="SECONDS",
+              help="Exit after this long with no login and no connect (default: the config's agent_idle).")
+def agent(show: bool, stop: bool, foreground: bool, idle: int | None) -> None:
+    """The login agent, which logs in once per login host for every connect (backend = "agent",
+    the default on Windows). Without options: start it unless it runs, and show it."""
+    def run() -> int:
+        if show + stop + foreground > 1:
+            raise click.UsageError("choose one of --status, --stop, --foreground")
+        home = paths.home()
+        seconds = idle or _agent_idle()
+        if foreground:
+            from .login.agent_server import serve
+
+            return serve(home, seconds)
+        if stop:
+            held = agent_login.stop(home)
+            click.echo(f"stopped the agent (pid {held.pid})" if held else "no agent is running")
+            return 0
+        if not show:
+            agent_login.connect(home, seconds).close()
+        held = agent_login.status(home)
+        click.echo(_agent_lines(held) if held else "no agent is running")
+        return 0
+
+    _run(run)
+
+
+def _agent_idle() -> int:
+    from .login.agent import DEFAULT_IDLE
+
+    try:
+        return max(c.agent_idle for c in config.load().clusters.values())
+    except SlurmProxyError:
+        return DEFAULT_IDLE
+
+
+def _agent_lines(held: agent_login.AgentStatus) -> str:
+    import time
+
+    def ago(since: float) -> str:
+        return slurm.format_duration(int(time.time() - since))
+
+    lines = [f"agent: pid {held.pid}, up {ago(held.since)}, exits after "
+             f"{slurm.format_duration(held.idle)} with no login and no connect"]
+    for login in held.logins:
+        use = (f"{login.channels} open channel{'' if login.channels == 1 else 's'}" if login.channels
+               else f"unused for {slurm.format_duration(int(login.idle_for))}")
+        lines.append(f"  {login.destination}: logged in {ago(login.since)} ago, {use}")
+    return "\n".join(lines)

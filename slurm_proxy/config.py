@@ -6,7 +6,7 @@
     [clusters.hpc]
     login = "hpc"                # an ssh destination; ~/.ssh/config applies to it
     mode = "adopt"               # or "sshd", "srun" (a profile may set its own)
-    backend = "openssh"          # or "paramiko"
+    backend = "openssh"          # or "paramiko", "agent"
     [profiles.gpu2]
     cluster = "hpc"              # optional when there is one cluster
     partition = "gpu"
@@ -47,14 +47,15 @@ SBATCH_PREFIX_OPTIONS = ("export",)
 
 
 MODES = ("adopt", "sshd", "srun")
-BACKENDS = ("openssh", "paramiko")
+BACKENDS = ("openssh", "paramiko", "agent")
 
 
 class Cluster(NamedTuple):
     name: str
     login: str
     mode: str = "adopt"  # how a session reaches the job: see MODES
-    backend: str = ""  # how slurm-proxy reaches the login node; "" = openssh if installed
+    backend: str = ""  # how slurm-proxy reaches the login node; "" = openssh (Windows: agent)
+    agent_idle: int = 600  # seconds the agent keeps a login that no connect uses
     keyscan: bool = False  # ask ssh-keyscan on the login node when it knows no key for a node
 
 
@@ -207,6 +208,7 @@ _CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mode": _one_of(MODES),
     "backend": _one_of(BACKENDS),
     "keyscan": (lambda v: isinstance(v, bool), "true or false"),
+    "agent_idle": ((lambda v: True), "seconds"),  # read by _Reader.seconds
 }
 
 
@@ -297,15 +299,18 @@ class _Reader:
                 if expect is None:
                     raise self.error(f"unknown key {key!r} in [{where}] (known: "
                                      f"{', '.join(_CLUSTER_KEYS)})", where, key)
-                if key != "login" and not expect[0](value):
+                if key not in ("login", "agent_idle") and not expect[0](value):
                     raise self.error(f"{key} = {_toml(value)}: expected {expect[1]}", where, key)
             login = body.get("login")
             if not valid_login(login):
                 raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
                                  "(a host name or ~/.ssh/config alias)", where, "login")
+            agent_idle = self.seconds(body.get("agent_idle", 600), where, "agent_idle")
+            if agent_idle < 1:
+                raise self.error("agent_idle = 0: the agent needs at least 1 second", where, "agent_idle")
             clusters[name] = Cluster(name=name, login=str(login), mode=body.get("mode", "adopt"),
                                      backend=body.get("backend", ""),
-                                     keyscan=body.get("keyscan", False))
+                                     keyscan=body.get("keyscan", False), agent_idle=agent_idle)
         if not clusters:
             raise self.error("no [clusters.NAME] table with a login host")
 

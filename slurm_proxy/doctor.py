@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import config, node_doctor, paths
+from .allocate import login_to
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
-from .login import OpenSSHLogin, find_ssh, open_login
+from .login import OpenSSHLogin, find_ssh
 from .node_doctor import Check
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
@@ -61,7 +62,7 @@ def run_checks(profile_name: str | None, allocate: bool, node: bool = False) -> 
 def _check_cluster(cluster: Cluster) -> Iterator[Check]:
     destination = cluster.login
     try:
-        login = open_login(destination, cluster.backend)
+        login = login_to(cluster)
         res = login.run(["sh", "-c", 'for c in "$@"; do command -v "$c" || echo "missing $c"; done',
                          "sh", *SLURM_COMMANDS])
     except SlurmProxyError as e:
@@ -82,7 +83,8 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
         if factor:
             yield Check("two-factor login", None, f"{destination} asks for {factor} after the key: "
                         "the openssh backend asks once per login (terminal, "
-                        "or SSH_ASKPASS)", "nothing to do; on Windows prefer backend = \"paramiko\"")
+                        "or SSH_ASKPASS)",
+                        "nothing to do; on Windows the default backend, the agent, asks once per login host")
 
 
 def vscode_settings_files() -> list[Path]:

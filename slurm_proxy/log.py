@@ -30,6 +30,12 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as one short line: its message's first line, else its type."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return (" ".join(lines[0].split()) if lines else type(error).__name__)[:300]
+
+
 def rewrite(message: str | None) -> None:
     """A line rewritten in place on a terminal (progress); ``None`` ends it."""
     if verbosity < 0:

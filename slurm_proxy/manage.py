@@ -7,9 +7,8 @@ from itertools import groupby
 from typing import NamedTuple
 
 from . import paths
-from .allocate import allocator, cancel_owned, owned_jobs
+from .allocate import allocator, cancel_owned, login_to, owned_jobs
 from .config import Config, Profile
-from .login import open_login
 from .slurm import Job
 from .state import State
 
@@ -36,7 +35,7 @@ def down(profiles: Iterable[Profile]) -> list[str]:
     state = State(paths.home())
     cancelled = []
     for _, group in _by_cluster(profiles):
-        login = open_login(group[0].cluster.login, group[0].cluster.backend)
+        login = login_to(group[0].cluster)
         cancelled += cancel_owned(login, group, state)
     return cancelled
 
@@ -58,7 +57,7 @@ def status(cfg: Config) -> list[StatusRow]:
     state = State(paths.home())
     rows = []
     for _, group in _by_cluster(cfg.profiles.values()):
-        jobs = owned_jobs(open_login(group[0].cluster.login, group[0].cluster.backend), group, state)
+        jobs = owned_jobs(login_to(group[0].cluster), group, state)
         for p in group:
             job = jobs.get(p.key)
             rows.append(StatusRow(

@@ -2,6 +2,7 @@
 BASE=${SP_TC_BASE:-/var/lib/slurm-proxy-testcluster}
 MARK="slurm-proxy-testcluster"
 USER_NAME=sptest
+OTHER_USER=sptest2
 VENV=${SP_TC_VENV:-/opt/slurm-proxy/venv}
 
 log() { printf 'testcluster: %s\n' "$*" >&2; }

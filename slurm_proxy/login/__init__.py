@@ -1,8 +1,8 @@
 """The connection to the login node: run a command there, or hand our stdio to a TCP hop.
 
 Nothing here knows of Slurm. The contract is ``base``; each backend is a module of its own
-(``openssh``, ``paramiko_backend``), and ``open_login`` chooses one, importing the paramiko backend
-only when it is chosen, so the default path never pays for paramiko.
+(``openssh``, ``paramiko_backend``, ``agent``), and ``open_login`` chooses one, importing the others
+only when they are chosen, so the default path never pays for paramiko.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from .openssh import OpenSSHLogin, find_ssh
 __all__ = ["Login", "OpenSSHLogin", "Result", "find_ssh", "no_exec", "open_login"]
 
 
-def open_login(destination: str, backend: str = "") -> Login:
-    """The login connection: the system ``ssh`` unless the paramiko backend is asked for, no
-    ``ssh`` client is installed, or on Windows, whose OpenSSH shares no connection: there one
-    paramiko login per connect beats one ssh login (and 2FA prompt) per command."""
-    if backend == "openssh" or (not backend and not windows()):
+def open_login(destination: str, backend: str = "", agent_idle: int = 600) -> Login:
+    """The login connection. By default the system ``ssh`` with connection sharing; on Windows,
+    whose OpenSSH shares no connection, the agent, which logs in once per login host for every
+    connect (``agent_idle``: seconds it keeps an unused login). Without an ``ssh`` client, the
+    paramiko backend."""
+    if backend == "agent" or (not backend and windows()):
+        from .agent import AgentLogin
+
+        return AgentLogin(destination, agent_idle)
+    if backend in ("openssh", ""):
         try:
             return OpenSSHLogin(destination)
         except LoginError:

@@ -14,14 +14,16 @@ import paramiko
 
 from .. import log
 from ..errors import LoginError
+from ..log import one_line
 from . import prompt
-from .reasons import one_line
 from .ssh_config import Target
 
 
-def authenticate(transport: Any, target: Target, destination: str) -> None:
+def authenticate(transport: Any, target: Target, destination: str, ask: prompt.Ask = prompt.ask) -> None:
+    """Log in as ssh would; every question goes through ``ask`` (the agent asks through the
+    connect that needs the login)."""
     skipped: list[str] = []
-    for key, label in _keys(target, skipped):
+    for key, label in _keys(target, skipped, ask):
         log.debug(f"offering key {label}")
         try:
             remaining = transport.auth_publickey(target.user, key)
@@ -38,7 +40,7 @@ def authenticate(transport: Any, target: Target, destination: str) -> None:
             log.debug(f"authenticated with {label}")
             return
         log.debug(f"authenticated with {label}; the server also wants {', '.join(remaining)}")
-        _second_factor(transport, target, destination, remaining)
+        _second_factor(transport, target, destination, remaining, ask)
         return
     tried = ", ".join(["ssh-agent", *(shown_path(p) for p in target.identity_files)])
     hint = f"; skipped {', '.join(skipped)}" if skipped else ""
@@ -46,18 +48,19 @@ def authenticate(transport: Any, target: Target, destination: str) -> None:
                      f"no key from {tried} was accepted{hint}")
 
 
-def _second_factor(transport: Any, target: Target, destination: str, methods: Sequence[str]) -> None:
+def _second_factor(transport: Any, target: Target, destination: str, methods: Sequence[str],
+                   ask: prompt.Ask) -> None:
     """What the server asks after the key (a one-time code): its prompts answered on the terminal
     or through SSH_ASKPASS, never on the SSH stream; nothing answered is logged."""
     def answer(title: str, instructions: str, prompts: Sequence[tuple[str, bool]]) -> list[str]:
-        return [prompt.ask(f"({target.user}@{target.host}) {text}", echo) for text, echo in prompts]
+        return [ask(f"({target.user}@{target.host}) {text}", echo) for text, echo in prompts]
 
     try:
         if "keyboard-interactive" in methods:
             remaining = transport.auth_interactive(target.user, answer)
         elif "password" in methods:
             remaining = transport.auth_password(
-                target.user, prompt.ask(f"({target.user}@{target.host}) Password: "))
+                target.user, ask(f"({target.user}@{target.host}) Password: ", False))
         else:
             raise LoginError(destination, f"{target.user}@{target.host} wants {', '.join(methods)} "
                              "after the key, which slurm-proxy cannot answer")
@@ -68,7 +71,7 @@ def _second_factor(transport: Any, target: Target, destination: str, methods: Se
         raise LoginError(destination, f"{target.user}@{target.host} still wants {', '.join(remaining)}")
 
 
-def _keys(target: Target, skipped: list[str]) -> Iterator[tuple[Any, str]]:
+def _keys(target: Target, skipped: list[str], ask: prompt.Ask) -> Iterator[tuple[Any, str]]:
     """Keys to offer in ssh's order: the agent's keys for the IdentityFiles, its others (unless
     IdentitiesOnly), then the key files the agent did not already offer."""
     wanted = {_public_blob(p) for p in target.identity_files} - {None}
@@ -88,7 +91,7 @@ def _keys(target: Target, skipped: list[str]) -> Iterator[tuple[Any, str]]:
         if not os.path.exists(path) or _public_blob(path) in offered:
             continue
         try:
-            key = _key_from(path)
+            key = _key_from(path, ask)
         except _NoPassphrase:
             skipped.append(f"{shown_path(path)} (has a passphrase, and none was given)")
             continue
@@ -103,14 +106,14 @@ class _NoPassphrase(Exception):
     pass
 
 
-def _key_from(path: str) -> Any:
+def _key_from(path: str, ask: prompt.Ask) -> Any:
     """A private key file; an encrypted one's passphrase is asked once, like ssh does."""
     try:
         return paramiko.PKey.from_path(path)
     except (TypeError, paramiko.PasswordRequiredException):
         pass
     try:
-        passphrase = prompt.ask(f"Enter passphrase for key '{path}': ")
+        passphrase = ask(f"Enter passphrase for key '{path}': ", False)
     except (prompt.CannotAsk, prompt.Cancelled) as e:
         log.debug(f"no passphrase for {shown_path(path)}: {e}")
         raise _NoPassphrase from None

@@ -23,6 +23,7 @@ import paramiko
 
 from .. import log
 from ..errors import LoginError
+from . import prompt
 from .auth import authenticate
 from .base import SSH_CONFIG_FILES, Result
 from .known_hosts import known_key_types, read_known_hosts, verify
@@ -73,8 +74,10 @@ class ParamikoLogin:
 
     logs_in_per_command = False  # one transport for every command of a connect
 
-    def __init__(self, destination: str, *, ssh_config_files: Sequence[str] = SSH_CONFIG_FILES) -> None:
+    def __init__(self, destination: str, *, ssh_config_files: Sequence[str] = SSH_CONFIG_FILES,
+                 ask: prompt.Ask = prompt.ask) -> None:
         self.destination = destination
+        self.ask = ask  # how the login asks the user (a code, a passphrase)
         self.ssh_config_files = tuple(ssh_config_files)
         self._transport: Any = None
         self._under: list[Any] = []  # what the transport rides on: jump transports, ProxyCommands
@@ -86,7 +89,7 @@ class ParamikoLogin:
         log.debug(f"run on {self.destination}: {log.shown(argv)}")
         out: list[bytes] = []
         err: list[bytes] = []
-        channel = self._session(command)
+        channel = self.open_exec(command)
         source = BytesSource((stdin or "").encode())
         status = self._pumped(lambda: pump(channel, source, out.append, err.append))
         stdout = b"".join(out).decode(errors="replace")
@@ -97,17 +100,7 @@ class ParamikoLogin:
         return Result(status, stdout, stderr)
 
     def forward_stdio(self, host: str, port: int) -> int:
-        transport = self._connection()
-        log.debug(f"forward: {host}:{port} via {self.destination}")
-        try:
-            channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
-                                             window_size=WINDOW, max_packet_size=PACKET,
-                                             timeout=CHANNEL_TIMEOUT)
-        except paramiko.ChannelException as e:
-            raise LoginError(self.destination, f"the login node cannot connect to {host}:{port} "
-                             f"({str(e.text).lower()})") from None
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            raise LoginError(self.destination, describe(e)) from None
+        channel = self.open_tcp(host, port)
         self._pumped(lambda: self._stdio(channel))
         return 0
 
@@ -118,12 +111,16 @@ class ParamikoLogin:
         ours); the remote exit status, 255 if there was none (killed by a signal)."""
         command = shlex.join(argv)
         log.debug(f"forward command: {log.shown(argv)}")
-        channel = self._session(command)
+        channel = self.open_exec(command)
         status = self._pumped(lambda: self._stdio(channel, fd_writer(2)))
         return status if status >= 0 else 255
 
     def sharing(self) -> tuple[bool | None, str]:
         return None, "paramiko logs in once per connect, for its queries and its tunnel together"
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
 
     def close(self) -> None:
         for part in [self._transport, *reversed(self._under)]:
@@ -143,8 +140,9 @@ class ParamikoLogin:
         finally:
             source.close()
 
-    def _session(self, command: str) -> Any:
-        transport = self._connection()
+    def open_exec(self, command: str) -> Any:
+        """A channel running ``command`` (one shell command line) on the login node."""
+        transport = self.connection()
         try:
             channel = transport.open_session(window_size=WINDOW, max_packet_size=PACKET,
                                              timeout=CHANNEL_TIMEOUT)
@@ -152,6 +150,20 @@ class ParamikoLogin:
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise LoginError(self.destination, f"cannot run a command: {describe(e)}") from None
         return channel
+
+    def open_tcp(self, host: str, port: int) -> Any:
+        """A channel to ``host:port`` as the login node connects to it."""
+        transport = self.connection()
+        log.debug(f"forward: {host}:{port} via {self.destination}")
+        try:
+            return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                          window_size=WINDOW, max_packet_size=PACKET,
+                                          timeout=CHANNEL_TIMEOUT)
+        except paramiko.ChannelException as e:
+            raise LoginError(self.destination, f"the login node cannot connect to {host}:{port} "
+                             f"({str(e.text).lower()})") from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise LoginError(self.destination, describe(e)) from None
 
     def _pumped(self, run: Callable[[], int]) -> int:
         """Run a pump; a connection that died under it is a LoginError, not an early EOF."""
@@ -165,8 +177,9 @@ class ParamikoLogin:
             raise LoginError(self.destination, "connection lost" + (f": {describe(cause)}" if cause else ""))
         return status
 
-    def _connection(self) -> Any:
-        if self._transport is not None and self._transport.is_active():
+    def connection(self) -> Any:
+        """The authenticated transport: the open one, else a new login."""
+        if self.connected:
             return self._transport
         self.close()
         _quiet_paramiko()
@@ -200,7 +213,7 @@ class ParamikoLogin:
                 raise LoginError(self.destination, _handshake_failure(e, sock, target)) from None
             key = transport.get_remote_server_key()
             verify(known, target, key.get_name(), key.asbytes(), self.destination)
-            authenticate(transport, target, self.destination)
+            authenticate(transport, target, self.destination, self.ask)
         except BaseException:
             transport.close()
             raise

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import SlurmProxyError
+
+# How a login asks the user: (prompt, echo) → the answer; raises CannotAsk or Cancelled. ``ask``
+# below, or the agent's, which asks through the connect that needs the login.
+Ask = Callable[[str, bool], str]
 
 
 class CannotAsk(SlurmProxyError):

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .. import log
+from ..log import one_line
 from .base import no_exec
-from .reasons import one_line
 
 READ_SIZE = 64 * 1024  # bytes asked of stdin / the channel per call
 

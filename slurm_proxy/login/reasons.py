@@ -1,10 +1,13 @@
-"""One line for what went wrong with a login connection made with paramiko."""
+"""One line for what went wrong with a login connection made with paramiko (only its backends
+import this module: it imports paramiko)."""
 
 from __future__ import annotations
 
 import socket
 
 import paramiko
+
+from ..log import one_line
 
 
 def describe(error: BaseException, host: str = "", port: int = 0) -> str:
@@ -28,8 +31,3 @@ def describe(error: BaseException, host: str = "", port: int = 0) -> str:
     if "protocol banner" in text:
         return f"{where}: no SSH server answered ({text})"
     return text
-
-
-def one_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return (" ".join(lines[0].split()) if lines else type(error).__name__)[:300]

@@ -17,8 +17,8 @@ from typing import Any
 
 import paramiko
 
+from ..log import one_line
 from .base import SSH_CONFIG_FILES
-from .reasons import one_line
 
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TESTCLUSTER = ROOT / "contrib" / "testcluster"
 USER = "sptest"
+OTHER_USER = "sptest2"  # another local user, who must never get at sptest's agent
 HOME = Path("/home") / USER
 VENV = Path(os.environ.get("SP_TC_VENV", "/opt/slurm-proxy/venv"))
 PROXY = str(VENV / "bin" / "slurm-proxy")
@@ -68,6 +69,19 @@ def control_sockets() -> list[str]:
     uid = text(as_user(["id", "-u"])).strip()
     dirs = " ".join(shlex.quote(d) for d in (str(STATE / "cm"), f"/tmp/slurm-proxy-{uid}"))
     return text(sh(f"find {dirs} -maxdepth 1 -type s 2>/dev/null")).split()
+
+
+def agent_sockets() -> list[str]:
+    """The socket file of sptest's login agent, if there is one (alive or left by a killed one)."""
+    from slurm_proxy.login import wire
+
+    path = wire.address(STATE, "linux")
+    return [path] if sh(f"test -S {shlex.quote(path)}").returncode == 0 else []
+
+
+def stop_agent() -> None:
+    """Stop sptest's login agent, if one runs (by asking it: it knows its own pid)."""
+    as_user([PROXY, "agent", "--stop"], check=True)
 
 
 def reset_state() -> None:
@@ -129,6 +143,25 @@ cpus = 1
 sbatch_args = ["--begin=now+120"]
 pending_timeout = 120
 """
+
+
+def config_env(tmp: Path, mode: str, backend: str, *extra: str) -> dict[str, str]:
+    """The environment of a config with one profile, debug, in ``mode`` through ``backend``
+    (and ``extra`` lines for the cluster)."""
+    path = tmp / f"{mode}-{backend}.toml"
+    lines = "".join(f"{line}\n" for line in extra)
+    write_config(path, f"""
+[defaults]
+partition = "debug"
+time = "1:00:00"
+[clusters.test]
+login = "testlogin"
+mode = "{mode}"
+backend = "{backend}"
+{lines}[profiles.debug]
+cpus = 1
+""")
+    return {"SLURM_PROXY_CONFIG": str(path)}
 
 
 def fill_cluster() -> list[str]:

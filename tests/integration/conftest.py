@@ -27,7 +27,8 @@ def _cluster_is_up() -> Iterator[None]:
     if proc.returncode != 0:
         pytest.fail("the loopback test cluster is not running: start it with contrib/testcluster/up")
     yield
-    # Close the ssh control masters the tests caused, so nothing is left running.
+    # Stop the agent and close the ssh control masters the tests caused: nothing is left running.
+    cluster.stop_agent()
     for sock in cluster.control_sockets():
         cluster.as_user(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"])
 

@@ -1,5 +1,5 @@
 """Every way to reach the job, through the real cluster: modes adopt, sshd and srun, each with
-the openssh and the paramiko login backend."""
+the openssh and the paramiko login backend and the login agent."""
 
 from __future__ import annotations
 
@@ -19,30 +19,14 @@ import pytest
 from slurm_proxy import jobscript
 
 from . import cluster, faults
-from .cluster import SSH, as_user, err, jobs, text
+from .cluster import SSH, as_user, config_env, err, jobs, text
 
 pytestmark = pytest.mark.usefixtures("clean")
 
 MODES = ("adopt", "sshd", "srun")
-BACKENDS = ("openssh", "paramiko")
+BACKENDS = ("openssh", "paramiko", "agent")
 COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}") for m in MODES for b in BACKENDS]
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
-
-
-def config_env(tmp: Path, mode: str, backend: str) -> dict[str, str]:
-    path = tmp / f"{mode}-{backend}.toml"
-    cluster.write_config(path, f"""
-[defaults]
-partition = "debug"
-time = "1:00:00"
-[clusters.test]
-login = "testlogin"
-mode = "{mode}"
-backend = "{backend}"
-[profiles.debug]
-cpus = 1
-""")
-    return {"SLURM_PROXY_CONFIG": str(path)}
 
 
 @pytest.mark.timeout(180)

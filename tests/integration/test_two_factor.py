@@ -132,6 +132,32 @@ def test_a_home_too_deep_for_a_socket_path_still_shares_one_login(
     assert [s for s in cluster.control_sockets() if s.startswith(f"/tmp/slurm-proxy-{uid}/")]
 
 
+# --- the agent --------------------------------------------------------------------------------
+
+def test_the_agent_asks_once_for_eight_concurrent_cold_connects(
+        user_tmp: Path, codes_given: Callable[[], list[str]]) -> None:
+    cluster.stop_agent()
+    askpass = Askpass(user_tmp)
+    results = connects_at_once(8, {**otp_config(user_tmp, "agent"), **askpass.env})
+    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, results
+    assert len(askpass.prompts) == 1 and codes_given() == ["ok"]
+    assert len(jobs("slurm-proxy-debug")) == 1
+    cluster.stop_agent()
+
+
+def test_a_wrong_code_through_the_agent_fails_the_waiting_connects_without_asking_again(
+        user_tmp: Path, codes_given: Callable[[], list[str]]) -> None:
+    cluster.stop_agent()
+    askpass = Askpass(user_tmp, code="000000")
+    results = connects_at_once(4, {**otp_config(user_tmp, "agent"), **askpass.env})
+    assert all(r[0] == 255 for r in results), results
+    last = {[ln for ln in r[2].splitlines() if ln.startswith("slurm-proxy:")][-1] for r in results}
+    assert len(last) == 1 and "cannot reach login node 'testlogin-otp'" in last.pop(), results
+    assert len(askpass.prompts) == len(codes_given()) == 1, (askpass.prompts, codes_given())
+    assert jobs() == []
+    cluster.stop_agent()
+
+
 # --- the paramiko backend ------------------------------------------------------------------------
 
 def test_paramiko_answers_the_code_through_askpass(user_tmp: Path,

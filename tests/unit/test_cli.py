@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from slurm_proxy import allocate, cli, config, doctor, log, manage, paths
+from slurm_proxy import allocate, cli, config, doctor, log, paths
 from slurm_proxy.login import Result
 
 CONFIG = """\
@@ -63,7 +63,7 @@ def login(monkeypatch: pytest.MonkeyPatch) -> Iterator[Login]:
     def use(**answers: Any) -> FakeLogin:
         fake = FakeLogin(**answers)
         made.append(fake)
-        for module in (allocate, manage, doctor, cli):
+        for module in (allocate, cli):  # allocate.login_to serves manage and doctor too
             monkeypatch.setattr(module, "open_login", lambda *a, **k: fake)
         return fake
 

@@ -353,11 +353,15 @@ BAD_FILES = [
     ("cluster-mode", '[clusters.a]\nlogin = "a"\nmode = "ssh"\n[profiles.p]\n', "mode =",
      'mode = "ssh": expected "adopt" or "sshd" or "srun"'),
     ("cluster-backend", '[clusters.a]\nlogin = "a"\nbackend = "putty"\n[profiles.p]\n', "backend =",
-     'expected "openssh" or "paramiko"'),
+     'expected "openssh" or "paramiko" or "agent"'),
+    ("cluster-agent-idle", '[clusters.a]\nlogin = "a"\nagent_idle = -1\n[profiles.p]\n', "agent_idle =",
+     "agent_idle = -1: expected seconds"),
+    ("cluster-agent-idle-zero", '[clusters.a]\nlogin = "a"\nagent_idle = 0\n[profiles.p]\n', "agent_idle =",
+     "agent_idle = 0: the agent needs at least 1 second"),
     ("cluster-keyscan", '[clusters.a]\nlogin = "a"\nkeyscan = "yes"\n[profiles.p]\n', "keyscan =",
      'keyscan = "yes": expected true or false'),
     ("cluster-unknown-key", '[clusters.a]\nlogin = "a"\npartition = "x"\n[profiles.p]\n', "partition =",
-     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan)"),
+     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan, agent_idle)"),
     ("same-key-other-table", CLUSTER + "[defaults]\ncpus = 4\n[profiles.p]\ncpus = 0\n", "cpus = 0",
      "cpus = 0"),
 ]
@@ -551,13 +555,14 @@ def test_mode_comes_from_the_cluster_unless_the_profile_sets_one(tmp_path: Path)
         [clusters.a]
         login = "a"
         mode = "srun"
-        backend = "paramiko"
+        backend = "agent"
         keyscan = true
+        agent_idle = "5:00"
         [profiles.inherits]
         [profiles.own]
         mode = "sshd"
         """))
-    assert cfg.clusters["a"] == Cluster("a", "a", mode="srun", backend="paramiko", keyscan=True)
+    assert cfg.clusters["a"] == Cluster("a", "a", mode="srun", backend="agent", keyscan=True, agent_idle=300)
     assert cfg.profiles["inherits"].mode == "srun" and cfg.profiles["own"].mode == "sshd"
 
 

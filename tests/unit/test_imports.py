@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import slurm_proxy
 
 PACKAGE = Path(slurm_proxy.__file__).parent
@@ -80,11 +82,14 @@ def test_every_module_says_its_job() -> None:
     ).read_text()))] == []
 
 
-def test_the_proxy_path_never_imports_paramiko_or_click() -> None:
+@pytest.mark.parametrize("module", ["slurm_proxy.proxy", "slurm_proxy.login.agent"])
+def test_the_proxy_path_never_imports_paramiko_or_click(module: str) -> None:
+    """Neither the connect nor, with the agent, its side of the line: the agent holds paramiko."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import slurm_proxy.proxy"],
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
                          capture_output=True, text=True, check=True).stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in out.splitlines()}
+    assert module in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("paramiko", "click", "filelock")}

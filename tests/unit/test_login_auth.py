@@ -25,7 +25,7 @@ def test_key_files_in_order_and_a_locked_one_is_named(home: Path, monkeypatch: p
     keygen(home / "plain")
     skipped: list[str] = []
     t = target(identity_files=(str(home / "missing"), str(home / "locked"), str(home / "plain")))
-    keys = list(auth._keys(t, skipped))
+    keys = list(auth._keys(t, skipped, prompt.ask))
     assert [label for _, label in keys] == ["~/plain"]
     assert keys[0][0].asbytes() == auth._public_blob(str(home / "plain"))
     assert skipped == ["~/locked (has a passphrase, and none was given)"]
@@ -42,7 +42,7 @@ def test_a_locked_key_file_is_opened_with_the_passphrase_askpass_gives_once(
     monkeypatch.setenv("SSH_ASKPASS", str(program))
     monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
     skipped: list[str] = []
-    keys = list(auth._keys(target(identity_files=(str(home / "locked"),)), skipped))
+    keys = list(auth._keys(target(identity_files=(str(home / "locked"),)), skipped, prompt.ask))
     assert [label for _, label in keys] == ["~/locked"] and skipped == []
     assert keys[0][0].asbytes() == auth._public_blob(str(home / "locked"))
     assert asked.read_text() == f"Enter passphrase for key '{home / 'locked'}': \n"

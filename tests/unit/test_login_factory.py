@@ -18,7 +18,7 @@ RSA = "AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"
 @pytest.mark.parametrize(
     ("backend", "ssh_installed", "chosen"),
     [("", True, "OpenSSHLogin"), ("", False, "ParamikoLogin"), ("paramiko", True, "ParamikoLogin"),
-     ("openssh", True, "OpenSSHLogin")],
+     ("openssh", True, "OpenSSHLogin"), ("agent", True, "AgentLogin")],
 )
 def test_open_login_prefers_openssh_unless_told_or_missing(
         backend: str, ssh_installed: bool, chosen: str, tmp_path: Path,
@@ -40,9 +40,9 @@ def test_open_login_with_openssh_asked_for_but_missing_says_so(tmp_path: Path,
         login.open_login("hpc", "openssh")
 
 
-@pytest.mark.parametrize(("backend", "chosen"), [("", "ParamikoLogin"), ("openssh", "OpenSSHLogin"),
-                                                 ("paramiko", "ParamikoLogin")])
-def test_on_windows_the_default_is_one_paramiko_login_per_connect(
+@pytest.mark.parametrize(("backend", "chosen"), [("", "AgentLogin"), ("openssh", "OpenSSHLogin"),
+                                                 ("paramiko", "ParamikoLogin"), ("agent", "AgentLogin")])
+def test_on_windows_the_default_is_the_agent(
         backend: str, chosen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_PROXY_SSH", raising=False)
     fake = tmp_path / "ssh"

@@ -1,0 +1,264 @@
+"""The login agent: one background process per user that holds one authenticated paramiko
+connection per login host, and opens on it the channels connects ask for over ``wire``: a
+command (the Slurm queries, mode srun's session) or a TCP hop (the node's sshd).
+
+One agent per user: it holds a lock on ``agent.lock`` for its whole life (the OS lets go of it
+when the process dies, however it dies), so a second one started at the same moment gives up, and
+a socket file left by a killed agent is known to be stale and replaced. A login no connect has
+used for its ``idle`` seconds is closed; with no login and no connect left, the agent exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, log, paths
+from ..errors import LoginError, SlurmProxyError
+from . import prompt, wire
+from .paramiko_backend import ParamikoLogin
+from .pump import pump
+
+LOCK_WAIT = 5.0  # seconds a new agent waits for one on its way out to let go of the lock
+TICK = 1.0  # seconds between looks for idle logins
+FINISH_WAIT = 10.0  # seconds a connect has to hang up after its channel's end
+
+
+class _Held:
+    """One login host's connection and what uses it."""
+
+    def __init__(self, destination: str, idle: int) -> None:
+        self.login = ParamikoLogin(destination)
+        self.logging_in = threading.Lock()
+        self.idle = idle
+        self.channels = 0
+        self.used = time.monotonic()
+        self.since: float | None = None  # when its login succeeded
+        self.failed: tuple[float, SlurmProxyError] | None = None  # the last login's failure
+
+
+class Agent:
+    def __init__(self, home: Path, idle: int) -> None:
+        self.home = home
+        self.idle = idle
+        self.held: dict[str, _Held] = {}
+        self.lines = 0  # connects on the line now
+        self.used = time.monotonic()  # when a channel last opened or closed (a status is no use)
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.where = wire.address(home)
+        self.key = b""
+
+    # Lifecycle
+
+    def serve(self) -> int:
+        from filelock import FileLock, Timeout
+
+        paths.private_dir(self.home)
+        os.umask(0o077)
+        life = FileLock(str(self.home / "agent.lock"), mode=0o600)
+        try:
+            life.acquire(timeout=LOCK_WAIT)
+        except Timeout:
+            log.info("agent: another agent is running")
+            return 0
+        if not self.where.startswith("\\\\"):  # a socket file with no agent behind it
+            paths.private_dir(Path(self.where).parent)
+            with suppress(FileNotFoundError):
+                os.unlink(self.where)
+        self.key = os.urandom(32).hex().encode()
+        paths.write_private(wire.key_path(self.home), self.key.decode())
+        listener = wire.listen(self.where)
+        log.info(f"agent: pid {os.getpid()} listening on {self.where}")
+        threading.Thread(target=self._reaper, daemon=True, name="slurm-proxy-reaper").start()
+        while True:
+            try:
+                conn = listener.accept()
+            except OSError as e:
+                log.error(f"agent: accept: {e}")
+                time.sleep(0.1)
+                continue
+            with self.lock:
+                self.lines += 1
+            threading.Thread(target=self._serve_line, args=(conn,), daemon=True,
+                             name="slurm-proxy-line").start()
+
+    def _reaper(self) -> None:
+        while True:
+            time.sleep(TICK)
+            with self.lock:
+                now = time.monotonic()
+                for destination, held in list(self.held.items()):
+                    if held.channels == 0 and now - held.used >= held.idle:
+                        log.info(f"agent: closing the login to {destination} (idle)")
+                        held.login.close()
+                        del self.held[destination]
+                if not self.held and not self.lines and now - self.used >= self.idle:
+                    self._exit("idle")
+
+    def _exit(self, why: str) -> None:
+        log.info(f"agent: exiting ({why})")
+        for held in self.held.values():
+            held.login.close()
+        if not self.where.startswith("\\\\"):
+            with suppress(OSError):
+                os.unlink(self.where)
+        os._exit(0)
+
+    # One connect
+
+    def _serve_line(self, conn: Any) -> None:
+        line = wire.Wire(conn)
+        try:
+            uid = wire.peer_uid(conn) if os.name != "nt" else None
+            if uid is not None and uid != os.getuid():
+                log.info(f"agent: refused a connection from uid {uid}")
+                return
+            wire.challenge(line, self.key)
+            tag, body = line.recv()
+            request = json.loads(body) if tag == wire.REQUEST else {}
+            self._serve(line, request)
+        except wire.Stranger as e:
+            log.info(f"agent: refused a connection: {e}")
+        except (EOFError, OSError, ValueError) as e:
+            log.debug(f"agent: a connect hung up: {e}")
+        finally:
+            with suppress(OSError):
+                line.close()
+            with self.lock:
+                self.lines -= 1
+
+    def _serve(self, line: wire.Wire, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op in ("status", "stop"):
+            line.send(wire.READY, json.dumps(self._status()).encode())
+            if op == "stop":
+                with self.lock:
+                    self._exit("asked to stop")
+            return
+        if op not in ("exec", "tcp") or not isinstance(request.get("destination"), str):
+            line.send(wire.REFUSE, json.dumps({"error": f"unknown request {op!r}"}).encode())
+            return
+        with self._using(request["destination"], int(request.get("idle") or self.idle)) as held:
+            try:
+                channel = self._open(held, line, request)
+            except LoginError as e:
+                line.send(wire.REFUSE, json.dumps({"login": e.detail}).encode())
+                return
+            except SlurmProxyError as e:
+                line.send(wire.REFUSE, json.dumps({"error": str(e)}).encode())
+                return
+            line.send(wire.READY)
+            frames = _Frames(line)
+            send_err = (lambda data: line.send(wire.ERR, data)) if op == "exec" else None
+            status = pump(channel, frames, lambda data: line.send(wire.OUT, data), send_err)
+            line.send(wire.EXIT, str(status).encode())
+            frames.done.wait(FINISH_WAIT)
+
+    @contextmanager
+    def _using(self, destination: str, idle: int) -> Iterator[_Held]:
+        with self.lock:
+            held = self.held.get(destination)
+            if held is None:
+                held = self.held[destination] = _Held(destination, idle)
+            held.idle = idle
+            held.channels += 1
+            self.idle = max(self.idle, idle)
+            self.used = time.monotonic()
+        try:
+            yield held
+        finally:
+            with self.lock:
+                held.channels -= 1
+                held.used = self.used = time.monotonic()
+
+    def _open(self, held: _Held, line: wire.Wire, request: dict[str, Any]) -> Any:
+        """The channel ``request`` asks for, logging in first if need be: one login at a time
+        per host, its questions asked through the connect that needs it."""
+        asked = time.monotonic()
+        with held.logging_in:
+            if held.since is None or not held.login.connected:
+                if held.failed is not None and held.failed[0] >= asked:
+                    raise held.failed[1]  # the login this connect waited for failed: no second prompt
+                held.since = None
+                _use_ssh_agent(request.get("auth_sock"))
+                held.login.ask = _asker(line)
+                try:
+                    held.login.connection()
+                except SlurmProxyError as e:
+                    held.failed = (time.monotonic(), e)
+                    raise
+                held.since = time.time()
+                log.info(f"agent: logged in to {held.login.destination}")
+        if request["op"] == "exec":
+            return held.login.open_exec(str(request["command"]))
+        return held.login.open_tcp(str(request["host"]), int(request["port"]))
+
+    def _status(self) -> dict[str, Any]:
+        with self.lock:
+            now = time.monotonic()
+            return {
+                "pid": os.getpid(), "version": __version__, "since": self.started, "idle": self.idle,
+                "logins": [{"destination": d, "since": h.since, "channels": h.channels,
+                            "idle_for": 0 if h.channels else now - h.used, "idle": h.idle}
+                           for d, h in self.held.items() if h.since is not None],
+            }
+
+
+class _Frames:
+    """``pump``'s source: the connect's stdin, frame by frame, until it ends or hangs up."""
+
+    def __init__(self, line: wire.Wire) -> None:
+        self.line = line
+        self.done = threading.Event()
+
+    def read(self, size: int) -> bytes:
+        try:
+            tag, body = self.line.recv()
+        except BaseException:
+            self.done.set()
+            raise
+        if tag == wire.DATA:
+            return body
+        self.done.set()
+        return b""
+
+    def stop(self) -> bool:
+        return False  # a pending recv ends when the connect hangs up
+
+
+def _asker(line: wire.Wire) -> prompt.Ask:
+    """The login's questions, asked through the connect on ``line``."""
+    def ask(text: str, echo: bool) -> str:
+        try:
+            line.send(wire.ASK, json.dumps({"prompt": text, "echo": echo}).encode())
+            tag, body = line.recv()
+        except (EOFError, OSError):
+            raise prompt.Cancelled(text) from None
+        if tag == wire.ANSWER:
+            return body.decode(errors="replace")
+        why = json.loads(body)
+        if why.get("kind") == "cannot":
+            raise prompt.CannotAsk(text)
+        if why.get("kind") == "error":
+            raise SlurmProxyError(str(why.get("message")))
+        raise prompt.Cancelled(text)
+    return ask
+
+
+def _use_ssh_agent(sock: object) -> None:
+    """The ssh-agent of the connect that logs in (paramiko reads it from the environment)."""
+    if isinstance(sock, str) and sock:
+        os.environ["SSH_AUTH_SOCK"] = sock
+    else:
+        os.environ.pop("SSH_AUTH_SOCK", None)
+
+
+def serve(home: Path, idle: int) -> int:
+    return Agent(home, idle).serve()
