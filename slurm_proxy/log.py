@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 
 verbosity = 0  # -1 quiet, 0 normal, 1 debug (-v)
+stamped = False  # each line starts with the time (the agent's log file)
 
 
 def info(message: str) -> None:
@@ -53,7 +55,8 @@ def error(message: str) -> None:
 
 def _write(message: str) -> None:
     try:
-        sys.stderr.write(f"slurm-proxy: {message}\n")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S ") if stamped else ""
+        sys.stderr.write(f"{stamp}slurm-proxy: {message}\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # stderr closed: nowhere left to report to
         pass

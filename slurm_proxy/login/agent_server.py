@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import __version__, log, paths
 from ..errors import LoginError, SlurmProxyError
@@ -54,10 +55,15 @@ class Agent:
         self.lock = threading.Lock()
         self.where = wire.address(home)
         self.key = b""
+        self.listener: Any = None
+        self.life: Any = None  # the lock held for the agent's whole life (freed when it is freed)
+        self.exiting = False
 
     # Lifecycle
 
-    def serve(self) -> int:
+    def start(self) -> Any:
+        """Take the agent's lock, write a fresh key, listen: the listener, or None when another
+        agent runs."""
         from filelock import FileLock, Timeout
 
         paths.private_dir(self.home)
@@ -67,20 +73,27 @@ class Agent:
             life.acquire(timeout=LOCK_WAIT)
         except Timeout:
             log.info("agent: another agent is running")
-            return 0
+            return None
+        self.life = life
         if not self.where.startswith("\\\\"):  # a socket file with no agent behind it
             paths.private_dir(Path(self.where).parent)
             with suppress(FileNotFoundError):
                 os.unlink(self.where)
         self.key = os.urandom(32).hex().encode()
         paths.write_private(wire.key_path(self.home), self.key.decode())
-        listener = wire.listen(self.where)
+        self.listener = wire.listen(self.where)
         log.info(f"agent: pid {os.getpid()} listening on {self.where}")
         threading.Thread(target=self._reaper, daemon=True, name="slurm-proxy-reaper").start()
+        return self.listener
+
+    def accept(self, listener: Any) -> None:
+        """Serve each connect on a thread of its own, until the agent exits."""
         while True:
             try:
                 conn = listener.accept()
             except OSError as e:
+                if self.exiting:
+                    return
                 log.error(f"agent: accept: {e}")
                 time.sleep(0.1)
                 continue
@@ -102,13 +115,13 @@ class Agent:
                 if not self.held and not self.lines and now - self.used >= self.idle:
                     self._exit("idle")
 
-    def _exit(self, why: str) -> None:
+    def _exit(self, why: str) -> NoReturn:
         log.info(f"agent: exiting ({why})")
-        for held in self.held.values():
+        self.exiting = True
+        with suppress(OSError):
+            self.listener.close()  # a Unix socket's file goes with it
+        for held in list(self.held.values()):
             held.login.close()
-        if not self.where.startswith("\\\\"):
-            with suppress(OSError):
-                os.unlink(self.where)
         os._exit(0)
 
     # One connect
@@ -179,8 +192,23 @@ class Agent:
                 held.used = self.used = time.monotonic()
 
     def _open(self, held: _Held, line: wire.Wire, request: dict[str, Any]) -> Any:
-        """The channel ``request`` asks for, logging in first if need be: one login at a time
-        per host, its questions asked through the connect that needs it."""
+        """The channel ``request`` asks for, logging in first if need be. A login found dead
+        only now (the laptop slept, the network changed) is made again, once."""
+        for attempt in (1, 2):
+            self._log_in(held, line, request)
+            try:
+                if request["op"] == "exec":
+                    return held.login.open_exec(str(request["command"]))
+                return held.login.open_tcp(str(request["host"]), int(request["port"]))
+            except LoginError as e:
+                if attempt == 2 or held.login.connected:
+                    raise
+                log.info(f"agent: the login to {held.login.destination} was lost ({e.detail})")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_in(self, held: _Held, line: wire.Wire, request: dict[str, Any]) -> None:
+        """One login at a time per host, its questions asked through the connect that needs it;
+        the connects that waited for a login that failed fail with it, asking nothing."""
         asked = time.monotonic()
         with held.logging_in:
             if held.since is None or not held.login.connected:
@@ -196,9 +224,6 @@ class Agent:
                     raise
                 held.since = time.time()
                 log.info(f"agent: logged in to {held.login.destination}")
-        if request["op"] == "exec":
-            return held.login.open_exec(str(request["command"]))
-        return held.login.open_tcp(str(request["host"]), int(request["port"]))
 
     def _status(self) -> dict[str, Any]:
         with self.lock:
@@ -261,4 +286,15 @@ def _use_ssh_agent(sock: object) -> None:
 
 
 def serve(home: Path, idle: int) -> int:
-    return Agent(home, idle).serve()
+    """Run the agent of the state directory ``home`` in this process, until it exits."""
+    log.stamped = True
+    agent = Agent(home, idle)
+    listener = agent.start()
+    if listener is None:
+        return 0
+    signal.signal(signal.SIGTERM, lambda signum, frame: agent._exit("terminated"))
+    try:
+        agent.accept(listener)
+    except KeyboardInterrupt:
+        agent._exit("interrupted")
+    return 0

@@ -93,6 +93,31 @@ def test_a_killed_agent_ends_its_sessions_and_the_next_connect_starts_another(us
     assert len(jobs()) == 1  # the job outlived the agent, and was reused
 
 
+def sshd_serving(pid: int) -> int:
+    """The login sshd's process for the connection that process ``pid`` holds to it."""
+    def established(flt: str) -> list[str]:
+        return subprocess.run(["ss", "-tnpH", "state", "established", flt], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+
+    (mine,) = [ln for ln in established("( dport = :2222 )") if f"pid={pid}," in ln]
+    port = mine.split()[2].rsplit(":", 1)[1]
+    (theirs,) = established(f"( sport = :2222 and dport = :{port} )")
+    return min(int(p) for p in re.findall(r"pid=(\d+)", theirs))
+
+
+def test_a_dropped_login_is_made_again_by_the_next_connect(user_tmp: Path) -> None:
+    """The laptop slept, the login node dropped the connection: the agent logs in again."""
+    env = agent_env(user_tmp)
+    assert as_user([*SSH, "slurm-debug", "true"], env=env).returncode == 0
+    pid = agent_pid()
+    assert pid is not None
+    before = logins()
+    os.kill(sshd_serving(pid), signal.SIGTERM)
+    after = as_user([*SSH, "slurm-debug", "echo ok"], env=env)
+    assert (after.returncode, text(after)) == (0, "ok\n"), err(after)
+    assert logins() - before == 1 and agent_pid() == pid
+
+
 def test_an_unused_agent_exits_after_agent_idle(user_tmp: Path) -> None:
     env = agent_env(user_tmp, idle=2)
     assert as_user([*SSH, "slurm-debug", "true"], env=env).returncode == 0

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 from slurm_proxy import allocate, cli, config, doctor, log, paths
 from slurm_proxy.login import Result
+from slurm_proxy.login import agent as agent_login
 
 CONFIG = """\
 [clusters.hpc]
@@ -241,3 +242,24 @@ def test_init_quotes_a_partition_name_with_a_dot(run: Run, tmp_path: Path, login
     path.write_text(stdout)
     path.chmod(0o600)
     assert sorted(config.load(path).profiles) == ["cpu.big", "gpu.a100"]
+
+
+def test_agent_status_shows_each_login(run: Run, cfg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = 1_000_000.0
+    monkeypatch.setattr("time.time", lambda: now)
+    held = agent_login.AgentStatus(4242, now - 125, 600, [
+        agent_login.HeldLogin("hpc", now - 120, 2, 0.0), agent_login.HeldLogin("other", now - 60, 0, 30.0)])
+    monkeypatch.setattr(agent_login, "status", lambda home: held)
+    assert run("agent", "--status") == (0, "agent: pid 4242, up 0:02:05, exits after 0:10:00 with no login "
+                                           "and no connect\n  hpc: logged in 0:02:00 ago, 2 open channels\n"
+                                           "  other: logged in 0:01:00 ago, unused for 0:00:30\n", "")
+
+
+def test_agent_without_one_running(run: Run, cfg_path: Path) -> None:
+    assert run("agent", "--status") == (0, "no agent is running\n", "")
+    assert run("agent", "--stop") == (0, "no agent is running\n", "")
+
+
+def test_agent_takes_one_action(run: Run, cfg_path: Path) -> None:
+    code, _, stderr = run("agent", "--status", "--stop")
+    assert code == 2 and stderr.endswith("slurm-proxy: choose one of --status, --stop, --foreground\n")

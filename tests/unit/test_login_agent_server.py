@@ -1,0 +1,180 @@
+"""login/agent_server.py: a real agent on a thread, serving real connects (AgentLogin) over a real
+socket, with a stand-in for the paramiko login: one login shared by connects that arrive together,
+a failed login failing the connects that waited for it without asking again, channels carried both
+ways, and an idle exit. (The real thing: tests/integration/test_agent.py.)"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from slurm_proxy import paths
+from slurm_proxy.errors import LoginError
+from slurm_proxy.login import agent, agent_server, prompt, wire
+from slurm_proxy.login.pump import BytesSource
+
+CODE = "424242"
+
+
+class Pipe:
+    """A channel that gives back what it is sent (``cat``), then an exit status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self._data = b""
+        self._ended = False
+        self._changed = threading.Condition()
+
+    def recv(self, nbytes: int) -> bytes:
+        with self._changed:
+            self._changed.wait_for(lambda: self._data or self._ended)
+            data, self._data = self._data[:nbytes], self._data[nbytes:]
+            return data
+
+    def recv_stderr(self, nbytes: int) -> bytes:
+        return b""
+
+    def sendall(self, data: bytes) -> None:
+        with self._changed:
+            self._data += data
+            self._changed.notify_all()
+
+    def shutdown_write(self) -> None:
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def recv_exit_status(self) -> int:
+        return self.status
+
+    def close(self) -> None:
+        self.shutdown_write()
+
+
+class FakeLogin:
+    """ParamikoLogin's part the agent uses: a login that asks for a code, and channels."""
+
+    made: ClassVar[list[str]] = []
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self.ask: prompt.Ask = prompt.ask
+        self.connected = False
+
+    def connection(self) -> None:
+        if self.ask(f"Code for {self.destination}: ", False) != CODE:
+            raise LoginError(self.destination, "permission denied (keyboard-interactive)")
+        self.made.append(self.destination)
+        self.connected = True
+
+    def open_exec(self, command: str) -> Pipe:
+        return Pipe(status=7 if "exit 7" in command else 0)
+
+    def open_tcp(self, host: str, port: int) -> Pipe:
+        return Pipe(status=-1)
+
+    def close(self) -> None:
+        self.connected = False
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[agent_server.Agent]:
+    """An agent serving on a thread; ``os._exit`` stops only the thread that calls it."""
+    FakeLogin.made = []
+    monkeypatch.setattr(agent_server, "ParamikoLogin", FakeLogin)
+    monkeypatch.setattr(agent_server, "TICK", 0.05)
+
+    monkeypatch.setattr(os, "_exit", lambda status: threading.Event().wait())  # a daemon thread rests
+    home = paths.home()
+    server = agent_server.Agent(home, idle=600)
+    listener = server.start()
+    threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
+    yield server
+    server.exiting = True
+    server.listener.close()
+
+
+@pytest.fixture
+def home(server: agent_server.Agent) -> Path:
+    return server.home
+
+
+class Typist:
+    """The user at the connects' terminals: what they were asked, and the code they type."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.code = CODE
+
+    def ask(self, text: str, echo: bool = False) -> str:
+        self.asked.append(text)
+        time.sleep(0.3)  # a moment's typing, while other connects arrive
+        return self.code
+
+
+@pytest.fixture
+def user(monkeypatch: pytest.MonkeyPatch) -> Typist:
+    typist = Typist()
+    monkeypatch.setattr(prompt, "ask", typist.ask)
+    return typist
+
+
+def run(home: Path, command: str, stdin: str = "") -> tuple[int, str]:
+    result = agent.AgentLogin("hpc", home=home).run(["sh", "-c", command], stdin=stdin)
+    return result.returncode, result.stdout
+
+
+def test_connects_at_once_share_one_login_and_one_question(home: Path, user: Typist) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: run(home, "cat", f"hello {i}"), range(4)))
+    assert results == [(0, f"hello {i}") for i in range(4)]
+    assert FakeLogin.made == ["hpc"] and user.asked == ["Code for hpc: "]
+    assert run(home, "exit 7") == (7, "")
+    assert FakeLogin.made == ["hpc"] and len(user.asked) == 1
+
+
+def test_a_failed_login_fails_the_connects_that_waited_for_it_without_asking_again(
+        home: Path, user: Typist) -> None:
+    user.code = "000000"
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(run, home, "true") for _ in range(4)]
+    errors = [f.exception() for f in futures]
+    assert all(isinstance(e, LoginError) and "permission denied" in str(e) for e in errors), errors
+    assert len(user.asked) == 1 and FakeLogin.made == []
+    user.code = CODE  # a later connect asks again, and gets in
+    assert run(home, "true") == (0, "")
+    assert len(user.asked) == 2
+
+
+def test_a_tcp_channel_carries_bytes_both_ways(home: Path, user: Typist) -> None:
+    out: list[bytes] = []
+    login = agent.AgentLogin("hpc", home=home)
+    payload = os.urandom(300_000)
+    status = login._relay({"op": "tcp", "host": "node1", "port": 22}, BytesSource(payload), out.append, None)
+    assert status == -1 and b"".join(out) == payload
+
+
+def test_status_shows_the_login_and_its_open_channels(home: Path, user: Typist) -> None:
+    assert run(home, "true") == (0, "")
+    held = agent.status(home)
+    assert held is not None and held.pid == os.getpid() and held.idle == 600
+    assert [(h.destination, h.channels) for h in held.logins] == [("hpc", 0)]
+
+
+def test_an_unused_agent_closes_its_login_and_exits(server: agent_server.Agent, user: Typist) -> None:
+    home = server.home
+    server.idle = 1  # as a connect with agent_idle = 1 starts it
+    login = agent.AgentLogin("hpc", idle=1, home=home)
+    assert login.run(["true"]).returncode == 0
+    deadline = time.monotonic() + 10
+    while os.path.exists(wire.address(home)):
+        assert time.monotonic() < deadline, "the agent never left"
+        time.sleep(0.05)
+    assert agent.status(home) is None
