@@ -256,17 +256,16 @@ def agent(show: bool, stop: bool, foreground: bool, idle: int | None) -> None:
         if show + stop + foreground > 1:
             raise click.UsageError("choose one of --status, --stop, --foreground")
         home = paths.home()
-        seconds = idle or _agent_idle()
         if foreground:
             from .login.agent_server import serve
 
-            return serve(home, seconds)
+            return serve(home, idle or _agent_idle())
         if stop:
             held = agent_login.stop(home)
             click.echo(f"stopped the agent (pid {held.pid})" if held else "no agent is running")
             return 0
         if not show:
-            agent_login.connect(home, seconds).close()
+            agent_login.connect(home, idle or _agent_idle()).close()
         held = agent_login.status(home)
         click.echo(_agent_lines(held) if held else "no agent is running")
         return 0

@@ -47,6 +47,7 @@ class AgentLogin:
         self.destination = destination
         self.idle = idle
         self.home = home or paths.home()
+        self.since = time.time()  # a login that fails after this fails this connect too
 
     # The Login interface
 
@@ -106,7 +107,7 @@ class AgentLogin:
         """A line to the agent on which ``request``'s channel is open; the login's questions
         are answered here, on our terminal or through SSH_ASKPASS."""
         line = connect(self.home, self.idle)
-        request = {**request, "destination": self.destination, "idle": self.idle,
+        request = {**request, "destination": self.destination, "idle": self.idle, "since": self.since,
                    "auth_sock": os.environ.get("SSH_AUTH_SOCK")}
         try:
             line.send(wire.REQUEST, json.dumps(request).encode())

@@ -208,11 +208,12 @@ class Agent:
 
     def _log_in(self, held: _Held, line: wire.Wire, request: dict[str, Any]) -> None:
         """One login at a time per host, its questions asked through the connect that needs it;
-        the connects that waited for a login that failed fail with it, asking nothing."""
-        asked = time.monotonic()
+        a connect that started before a login failed fails with it, asking nothing (connects
+        started at once share one prompt, right or wrong)."""
+        started = float(request.get("since") or time.time())
         with held.logging_in:
             if held.since is None or not held.login.connected:
-                if held.failed is not None and held.failed[0] >= asked:
+                if held.failed is not None and held.failed[0] >= started:
                     raise held.failed[1]  # the login this connect waited for failed: no second prompt
                 held.since = None
                 _use_ssh_agent(request.get("auth_sock"))
@@ -220,7 +221,7 @@ class Agent:
                 try:
                     held.login.connection()
                 except SlurmProxyError as e:
-                    held.failed = (time.monotonic(), e)
+                    held.failed = (time.time(), e)
                     raise
                 held.since = time.time()
                 log.info(f"agent: logged in to {held.login.destination}")

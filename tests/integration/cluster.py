@@ -65,10 +65,11 @@ def cancel_all() -> None:
 
 def control_sockets() -> list[str]:
     """sptest's ssh control sockets that slurm-proxy made (the state directory's, and /tmp's for
-    a state directory too deep for a socket path)."""
+    a state directory too deep for a socket path), not its login agent's."""
     uid = text(as_user(["id", "-u"])).strip()
     dirs = " ".join(shlex.quote(d) for d in (str(STATE / "cm"), f"/tmp/slurm-proxy-{uid}"))
-    return text(sh(f"find {dirs} -maxdepth 1 -type s 2>/dev/null")).split()
+    found = text(sh(f"find {dirs} -maxdepth 1 -type s 2>/dev/null")).split()
+    return [s for s in found if s not in agent_sockets()]
 
 
 def agent_sockets() -> list[str]:

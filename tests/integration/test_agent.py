@@ -131,6 +131,8 @@ def test_another_user_cannot_use_the_agent(user_tmp: Path) -> None:
     env = agent_env(user_tmp)
     assert as_user([*SSH, "slurm-debug", "true"], env=env).returncode == 0
     (sock,) = cluster.agent_sockets()
+    key = cluster.STATE / "agent.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and Path(sock).parent.stat().st_mode & 0o777 == 0o700
     before = logins()
     probe = ["python3", "-c", "import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
              "s.settimeout(5)\ns.connect(sys.argv[1])\ns.sendall(b'x' * 64)\n"
@@ -180,3 +182,37 @@ def test_transfers_through_the_agent_in_every_mode(mode: str, user_tmp: Path) ->
     assert rsync.returncode == 0, err(rsync)
     assert hashlib.sha256((user_tmp / "rsync.bin").read_bytes()).digest() == hashlib.sha256(payload).digest()
     assert len(jobs("slurm-proxy-debug")) == 1
+
+
+def test_the_login_uses_the_ssh_agent_of_the_connect_that_logs_in(user_tmp: Path) -> None:
+    """A laptop whose key lives only in ssh-agent, and an agent started without it: the login
+    is made with the ssh-agent of the connect that needs it."""
+    home = user_tmp / "laptop"
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    (ssh_dir / "known_hosts").write_bytes((cluster.HOME / ".ssh" / "known_hosts").read_bytes())
+    (ssh_dir / "config").write_text("Host testlogin\n    HostName 127.0.0.1\n    Port 2222\n"
+                                    "    User sptest\n    IdentityFile ~/.ssh/no-such-key\n")
+    for p in (home, ssh_dir, *ssh_dir.iterdir()):
+        os.chown(p, cluster.HOME.stat().st_uid, cluster.HOME.stat().st_gid)
+    sock = user_tmp / "ssh-agent.sock"
+    env = {**agent_env(user_tmp), "HOME": str(home), "SLURM_PROXY_HOME": str(user_tmp / "sp")}
+    ssh_agent, pid = popen_as_user(["ssh-agent", "-D", "-a", str(sock)], pidfile=user_tmp / "ssh-agent.pid")
+    try:
+        wait_for("ssh-agent", sock.exists, timeout=10)
+        added = as_user(["ssh-add", str(cluster.HOME / ".ssh" / "id_ed25519")],
+                        env={"SSH_AUTH_SOCK": str(sock)})
+        assert added.returncode == 0, err(added)
+        started = as_user([PROXY, "agent"], env=env)  # with no SSH_AUTH_SOCK of its own
+        assert started.returncode == 0 and text(started).startswith("agent: pid "), err(started)
+        without = as_user([PROXY, "up", "debug", "--no-wait"], env=env)
+        assert without.returncode != 0 and "no key from ssh-agent, ~/.ssh/no-such-key was accepted" \
+            in err(without), err(without)
+        up = as_user([PROXY, "up", "debug", "--no-wait"], env={**env, "SSH_AUTH_SOCK": str(sock)})
+        assert up.returncode == 0, err(up)
+        assert len(jobs("slurm-proxy-debug")) == 1
+    finally:
+        as_user([PROXY, "agent", "--stop"], env=env)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        ssh_agent.communicate(timeout=10)
