@@ -67,7 +67,6 @@ class Agent:
         from filelock import FileLock, Timeout
 
         paths.private_dir(self.home)
-        os.umask(0o077)
         life = FileLock(str(self.home / "agent.lock"), mode=0o600)
         try:
             life.acquire(timeout=LOCK_WAIT)
@@ -289,6 +288,7 @@ def _use_ssh_agent(sock: object) -> None:
 def serve(home: Path, idle: int) -> int:
     """Run the agent of the state directory ``home`` in this process, until it exits."""
     log.stamped = True
+    os.umask(0o077)  # whatever the agent creates is the user's alone
     agent = Agent(home, idle)
     listener = agent.start()
     if listener is None:

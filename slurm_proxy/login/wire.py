@@ -52,13 +52,13 @@ class Stranger(SlurmProxyError):
         super().__init__(f"the slurm-proxy agent's line: {who} does not hold the key")
 
 
-def address(home: Path, platform: str = sys.platform) -> str:
-    """Where the agent of the state directory ``home`` listens."""
+def address(home: Path, platform: str = sys.platform, uid: int | None = None) -> str:
+    """Where the agent of the state directory ``home`` (of the user ``uid``) listens."""
     name = f"slurm-proxy-agent {PROTOCOL} {home}"
     if platform == "win32":
         data = name.encode()
         return rf"\\.\pipe\slurm-proxy-agent-{PROTOCOL}-{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
-    return str(control.socket_path(name, home, platform))
+    return str(control.socket_path(name, home, platform, uid))
 
 
 def key_path(home: Path) -> Path:

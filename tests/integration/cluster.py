@@ -76,7 +76,7 @@ def agent_sockets() -> list[str]:
     """The socket file of sptest's login agent, if there is one (alive or left by a killed one)."""
     from slurm_proxy.login import wire
 
-    path = wire.address(STATE, "linux")
+    path = wire.address(STATE, "linux", uid=HOME.stat().st_uid)
     return [path] if sh(f"test -S {shlex.quote(path)}").returncode == 0 else []
 
 

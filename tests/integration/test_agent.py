@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from slurm_proxy.login import wire
+
 from . import cluster
 from .cluster import PROXY, SSH, as_user, err, jobs, text
 from .faults import popen_as_user, wait_for
@@ -196,7 +198,8 @@ def test_the_login_uses_the_ssh_agent_of_the_connect_that_logs_in(user_tmp: Path
     for p in (home, ssh_dir, *ssh_dir.iterdir()):
         os.chown(p, cluster.HOME.stat().st_uid, cluster.HOME.stat().st_gid)
     sock = user_tmp / "ssh-agent.sock"
-    env = {**agent_env(user_tmp), "HOME": str(home), "SLURM_PROXY_HOME": str(user_tmp / "sp")}
+    state = user_tmp / ("a-state-directory-too-deep-for-a-socket-path-" + "x" * 40)  # and macOS's
+    env = {**agent_env(user_tmp), "HOME": str(home), "SLURM_PROXY_HOME": str(state)}
     ssh_agent, pid = popen_as_user(["ssh-agent", "-D", "-a", str(sock)], pidfile=user_tmp / "ssh-agent.pid")
     try:
         wait_for("ssh-agent", sock.exists, timeout=10)
@@ -205,6 +208,9 @@ def test_the_login_uses_the_ssh_agent_of_the_connect_that_logs_in(user_tmp: Path
         assert added.returncode == 0, err(added)
         started = as_user([PROXY, "agent"], env=env)  # with no SSH_AUTH_SOCK of its own
         assert started.returncode == 0 and text(started).startswith("agent: pid "), err(started)
+        where = wire.address(state, "linux", uid=cluster.HOME.stat().st_uid)
+        assert where.startswith(f"/tmp/slurm-proxy-{cluster.HOME.stat().st_uid}/")
+        assert cluster.sh(f"test -S {where}").returncode == 0
         without = as_user([PROXY, "up", "debug", "--no-wait"], env=env)
         assert without.returncode != 0 and "no key from ssh-agent, ~/.ssh/no-such-key was accepted" \
             in err(without), err(without)

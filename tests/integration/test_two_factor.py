@@ -143,6 +143,8 @@ def test_the_agent_asks_once_for_eight_concurrent_cold_connects(
     assert len(askpass.prompts) == 1 and codes_given() == ["ok"]
     assert len(jobs("slurm-proxy-debug")) == 1
     cluster.stop_agent()
+    written = [p for p in cluster.STATE.rglob("*") if p.is_file() and CODE.encode() in p.read_bytes()]
+    assert written == []  # the code went to the login node, and nowhere else
 
 
 def test_a_wrong_code_through_the_agent_fails_the_waiting_connects_without_asking_again(
