@@ -274,12 +274,10 @@ def agent(show: bool, stop: bool, foreground: bool, idle: int | None) -> None:
 
 
 def _agent_idle() -> int:
-    from .login.agent import DEFAULT_IDLE
-
     try:
         return max(c.agent_idle for c in config.load().clusters.values())
     except SlurmProxyError:
-        return DEFAULT_IDLE
+        return agent_login.DEFAULT_IDLE
 
 
 def _agent_lines(held: agent_login.AgentStatus) -> str:

@@ -195,9 +195,8 @@ def _refusal(destination: str, why: dict[str, Any]) -> SlurmProxyError:
 def connect(home: Path, idle: int = DEFAULT_IDLE) -> wire.Wire:
     """A proven line to the user's agent, starting it if none runs: one connect starts it while
     the others wait on a lock, then use it."""
-    where = wire.address(home)
     try:
-        return wire.dial(where, wire.read_key(home))
+        return wire.dial_agent(home)
     except wire.Absent:
         pass
     from filelock import FileLock
@@ -205,14 +204,14 @@ def connect(home: Path, idle: int = DEFAULT_IDLE) -> wire.Wire:
     paths.private_dir(home)
     with FileLock(str(home / "agent.start.lock"), mode=0o600):
         try:
-            return wire.dial(where, wire.read_key(home))  # another connect started it meanwhile
+            return wire.dial_agent(home)  # another connect started it meanwhile
         except wire.Absent:
             pass
         started = start(home, idle)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                return wire.dial(where, wire.read_key(home))
+                return wire.dial_agent(home)
             except wire.Absent:
                 if started.poll() is not None or time.monotonic() > deadline:
                     break
@@ -231,14 +230,17 @@ def start(home: Path, idle: int) -> subprocess.Popen[bytes]:
     with open(home / "agent.log", "ab") as agent_log:
         if agent_log.tell() > LOG_MAX:  # each agent's lines follow the last agent's, up to a limit
             agent_log.truncate(0)
+
+        def spawn(options: dict[str, Any]) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=agent_log, cwd=home, **options)
+
         options = detached()
         try:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=agent_log, cwd=home, **options)
+            return spawn(options)
         except PermissionError:  # pragma: no cover - Windows: a job that forbids breaking away
             options["creationflags"] &= ~CREATE_BREAKAWAY_FROM_JOB
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=agent_log, cwd=home, **options)
+            return spawn(options)
 
 
 def detached(name: str = os.name) -> dict[str, Any]:
@@ -274,7 +276,7 @@ def stop(home: Path) -> AgentStatus | None:
 
 def _ask_agent(home: Path, op: str) -> AgentStatus | None:
     try:
-        line = wire.dial(wire.address(home), wire.read_key(home))
+        line = wire.dial_agent(home)
     except wire.Absent:
         return None
     try:

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .. import __version__, log, paths
+from .. import log, paths
 from ..errors import LoginError, SlurmProxyError
 from . import prompt, wire
 from .paramiko_backend import ParamikoLogin
@@ -128,7 +128,7 @@ class Agent:
     def _serve_line(self, conn: Any) -> None:
         line = wire.Wire(conn)
         try:
-            uid = wire.peer_uid(conn) if os.name != "nt" else None
+            uid = wire.peer_uid(conn)  # None on Windows: the pipe's key decides
             if uid is not None and uid != os.getuid():
                 log.info(f"agent: refused a connection from uid {uid}")
                 return
@@ -211,7 +211,7 @@ class Agent:
         started at once share one prompt, right or wrong)."""
         started = float(request.get("since") or time.time())
         with held.logging_in:
-            if held.since is None or not held.login.connected:
+            if not held.login.connected:
                 if held.failed is not None and held.failed[0] >= started:
                     raise held.failed[1]  # the login this connect waited for failed: no second prompt
                 held.since = None
@@ -229,9 +229,9 @@ class Agent:
         with self.lock:
             now = time.monotonic()
             return {
-                "pid": os.getpid(), "version": __version__, "since": self.started, "idle": self.idle,
+                "pid": os.getpid(), "since": self.started, "idle": self.idle,
                 "logins": [{"destination": d, "since": h.since, "channels": h.channels,
-                            "idle_for": 0 if h.channels else now - h.used, "idle": h.idle}
+                            "idle_for": 0 if h.channels else now - h.used}
                            for d, h in self.held.items() if h.since is not None],
             }
 

@@ -33,12 +33,17 @@ def sun_path_max(platform: str = sys.platform) -> int:
     return 103 if platform == "darwin" or "bsd" in platform else 107
 
 
+def short_name(text: str) -> str:
+    """16 hex characters named after ``text``: short enough for any socket path."""
+    data = text.encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+
 def socket_path(destination: str, state_dir: Path, platform: str = sys.platform,
                 uid: int | None = None, tmp: Path = Path("/tmp")) -> Path:  # noqa: S108 (checked 0700, ours)
     """The control socket for ``destination``: under ``state_dir``, or /tmp when that is too
     long for ssh's temporary name to fit the platform's limit."""
-    data = destination.encode()
-    name = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+    name = short_name(destination)
     uid = os.getuid() if uid is None else uid
     limit = sun_path_max(platform)
     for directory in (state_dir / "cm", tmp / f"slurm-proxy-{uid}"):

@@ -16,7 +16,6 @@ import hmac
 import os
 import sys
 import threading
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,7 @@ def address(home: Path, platform: str = sys.platform, uid: int | None = None) ->
     """Where the agent of the state directory ``home`` (of the user ``uid``) listens."""
     name = f"slurm-proxy-agent {PROTOCOL} {home}"
     if platform == "win32":
-        data = name.encode()
-        return rf"\\.\pipe\slurm-proxy-agent-{PROTOCOL}-{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+        return rf"\\.\pipe\slurm-proxy-agent-{PROTOCOL}-{control.short_name(name)}"
     return str(control.socket_path(name, home, platform, uid))
 
 
@@ -92,6 +90,11 @@ def listen(where: str) -> Any:
     from multiprocessing.connection import Listener
 
     return Listener(where, backlog=64)
+
+
+def dial_agent(home: Path) -> Wire:
+    """A proven line to the agent of the state directory ``home``; ``Absent`` when none runs."""
+    return dial(address(home), read_key(home))
 
 
 def dial(where: str, key: bytes | None) -> Wire:

@@ -244,8 +244,8 @@ def test_status_reads_what_the_agent_holds(home: Path) -> None:
     def script(line: wire.Wire, request: dict[str, object]) -> None:
         assert request == {"op": "status"}
         line.send(wire.READY, json.dumps({
-            "pid": 7, "since": 100.0, "idle": 600, "version": "x",
-            "logins": [{"destination": "hpc", "since": 200.0, "channels": 2, "idle_for": 0, "idle": 600}],
+            "pid": 7, "since": 100.0, "idle": 600,
+            "logins": [{"destination": "hpc", "since": 200.0, "channels": 2, "idle_for": 0}],
         }).encode())
 
     with scripted(home, script):
