@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 
 HOT_COMMANDS = ("connect",)
+DEPENDENCIES_THAT_WARN = ("paramiko", "cryptography")
 # Every other click command: a bare word that is one of these is never taken for an alias.
 CLI_COMMANDS = ("up", "down", "status", "init", "doctor", "ssh-config", "agent")
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_dependencies()
     args = sys.argv[1:] if argv is None else argv
     hot = _hot_path(args)
     if hot is not None:
@@ -23,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import main
 
     return main(args)
+
+
+def quiet_dependencies() -> None:
+    """What paramiko and cryptography warn of (deprecations that one's upgrade brings against
+    the other's: DSA, TripleDES) is for their developers, not the user's terminal, where it
+    would stand in every login's output. Costs no import."""
+    import warnings
+
+    for module in DEPENDENCIES_THAT_WARN:
+        warnings.filterwarnings("ignore", module=module + r"(\.|$)")
 
 
 def _hot_path(args: list[str]) -> tuple[str, int] | None:

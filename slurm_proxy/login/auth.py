@@ -111,7 +111,10 @@ def _key_from(path: str, ask: prompt.Ask) -> Any:
     try:
         return paramiko.PKey.from_path(path)
     except (TypeError, paramiko.PasswordRequiredException):
-        pass
+        pass  # cryptography 45 and later say so
+    except ValueError:
+        if not encrypted(Path(path).read_bytes()):  # before 45 a locked key is a ValueError too
+            raise
     try:
         passphrase = ask(f"Enter passphrase for key '{path}': ", False)
     except (prompt.CannotAsk, prompt.Cancelled) as e:
@@ -124,6 +127,25 @@ def _key_from(path: str, ask: prompt.Ask) -> Any:
     except (paramiko.SSHException, ValueError):
         log.info(f"wrong passphrase for {shown_path(path)}")
         raise _NoPassphrase from None
+
+
+def encrypted(key_file: bytes) -> bool:
+    """Is this private key file locked with a passphrase? A PEM file says so in its header; an
+    OpenSSH one names its cipher ("none" when it has none) right after its magic."""
+    if b"ENCRYPTED" in key_file:
+        return True
+    lines = key_file.strip().splitlines()
+    if not lines or lines[0].strip() != b"-----BEGIN OPENSSH PRIVATE KEY-----":
+        return False
+    try:
+        blob = base64.b64decode(b"".join(line.strip() for line in lines[1:-1]))
+    except ValueError:
+        return False
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        return False
+    size = int.from_bytes(blob[len(magic):len(magic) + 4], "big")
+    return blob[len(magic) + 4:len(magic) + 4 + size] != b"none"
 
 
 def _public_blob(private_key_path: str) -> bytes | None:

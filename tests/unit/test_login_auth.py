@@ -46,3 +46,18 @@ def test_a_locked_key_file_is_opened_with_the_passphrase_askpass_gives_once(
     assert [label for _, label in keys] == ["~/locked"] and skipped == []
     assert keys[0][0].asbytes() == auth._public_blob(str(home / "locked"))
     assert asked.read_text() == f"Enter passphrase for key '{home / 'locked'}': \n"
+
+
+@pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="no ssh-keygen")
+@pytest.mark.parametrize(("kind", "extra"), [
+    ("ed25519", []), ("rsa", ["-b", "1024"]), ("rsa", ["-m", "PEM", "-b", "1024"]), ("ecdsa", ["-m", "PEM"])])
+def test_a_locked_key_file_is_told_from_its_bytes_alone(home: Path, kind: str, extra: list[str]) -> None:
+    """Before cryptography 45 a locked key fails to load like a corrupt one: the file itself
+    must say it wants a passphrase."""
+    for passphrase in ("", "secret"):
+        path = home / f"{kind}-{len(extra)}-{bool(passphrase)}"
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", passphrase, "-f", str(path)],
+                       check=True)
+        assert auth.encrypted(path.read_bytes()) is bool(passphrase)
+    assert not auth.encrypted(b"")
+    assert not auth.encrypted(b"-----BEGIN OPENSSH PRIVATE KEY-----\n!!\n-----END")

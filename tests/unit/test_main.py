@@ -82,3 +82,21 @@ def test_debug_lines_show_a_script_as_its_length() -> None:
     from slurm_proxy import log
 
     assert log.shown(["bash", "-c", "a\nb\nc\n", "x y"]) == "bash -c '<script of 3 lines>' 'x y'"
+
+
+def test_the_dependencies_deprecations_never_reach_the_users_terminal() -> None:
+    """A process of slurm-proxy's drops what paramiko and cryptography warn of (as cryptography 46
+    does of DSA on every paramiko 3.4 login); its own warnings and others' still show."""
+    import subprocess
+    import sys
+
+    code = """import warnings, sys
+from slurm_proxy import __main__ as entry
+entry.quiet_dependencies()
+for module in ("paramiko.dsskey", "cryptography.utils", "paramikox", "elsewhere"):
+    warnings.warn_explicit("deprecated: " + module, DeprecationWarning, "f.py", 1, module=module)
+"""
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "paramiko.dsskey" not in out.stderr and "cryptography.utils" not in out.stderr
+    assert "deprecated: paramikox" in out.stderr and "deprecated: elsewhere" in out.stderr
