@@ -158,7 +158,8 @@ class Allocator:
         def has_successor(queue: Sequence[Job]) -> bool:
             return any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in queue)
 
-        if left <= self.profile.renew_before and not has_successor(jobs):
+        renew = self.profile.renew_before  # 0 = never, even for a job past its limit (0:00 left)
+        if renew and left <= renew and not has_successor(jobs):
             with self._lock():
                 if not has_successor(self.query()[1]):  # asked again under the lock
                     return self.submit(successor=True)

@@ -523,6 +523,15 @@ def test_renew_before_submits_one_successor_and_routes_this_session_past_it(
     assert "sbatch" not in again.commands  # never two successors
 
 
+def test_renew_before_0_never_submits_a_successor_even_at_0_00_left(state: State, clock: FakeClock) -> None:
+    """Past its limit, before Slurm kills it, a job shows 0:00 left: ``renew_before = 0`` is never."""
+    over = line(state="RUNNING", reason="None", nodes="node1").replace("|1:00:00|", "|0:00|")
+    login = FakeLogin(squeue=[out(over)], bash=[KEYS])
+    got = allocator(login, state, clock, PROFILE._replace(renew_before=0)).ensure_running()
+    assert login.commands == ["squeue", "bash"]
+    assert (got.job.job_id, got.job.time_left, got.neighbours) == ("42", 0, ())
+
+
 @pytest.mark.parametrize(("said", "told"), [("timelimit", True), ("", False)])
 def test_a_job_past_its_end_is_said_to_have_reached_its_limit_only_if_it_did(
         state: State, clock: FakeClock, capsys: pytest.CaptureFixture[str], said: str, told: bool) -> None:
