@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import SlurmProxyError
 
@@ -95,10 +96,10 @@ def _askpass(program: str, prompt: str, env: Mapping[str, str]) -> str:
 
 def _from_tty(prompt: str, echo: bool) -> str:
     """Read one line from the terminal itself (not stdin), echo off unless asked."""
-    if os.name == "nt":  # pragma: no cover - the console, through msvcrt
-        import getpass
+    if os.name == "nt":
+        import msvcrt
 
-        return input(prompt) if echo else getpass.getpass(prompt)
+        return _from_console(prompt, echo, msvcrt)
     import termios
 
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
@@ -121,3 +122,32 @@ def _from_tty(prompt: str, echo: bool) -> str:
             if not echo:
                 tty.write(b"\n")
     return line.decode(errors="replace").rstrip("\r\n")
+
+
+def _from_console(prompt: str, echo: bool, console: Any) -> str:
+    """Windows: one line typed at the console itself (msvcrt's ``getwch``/``putwch``, which go
+    to the console whatever stdin and stdout are), echo off unless asked; Ctrl-C interrupts."""
+    for char in prompt:
+        console.putwch(char)
+    typed: list[str] = []
+    while True:
+        char = console.getwch()
+        if char in "\r\n":
+            break
+        if char == "\x03":
+            raise KeyboardInterrupt
+        if char in "\x00\xe0":  # a function or arrow key: its second code is no character
+            console.getwch()
+        elif char == "\b":
+            if typed:
+                typed.pop()
+                if echo:
+                    for erase in "\b \b":
+                        console.putwch(erase)
+        else:
+            typed.append(char)
+            if echo:
+                console.putwch(char)
+    console.putwch("\r")
+    console.putwch("\n")
+    return "".join(typed)

@@ -56,3 +56,48 @@ def test_no_way_to_ask_says_what_would_help(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(prompt.CannotAsk) as info:
         prompt.ask("Password: ", env={})
     assert "no terminal" in str(info.value) and "SSH_ASKPASS" in str(info.value)
+
+
+class FakeConsole:
+    """Windows' console as msvcrt reaches it: keys typed, characters shown."""
+
+    def __init__(self, typed: str) -> None:
+        self.typed = list(typed)
+        self.shown = ""
+
+    def getwch(self) -> str:
+        return self.typed.pop(0)
+
+    def putwch(self, char: str) -> None:
+        self.shown += char
+
+
+@pytest.mark.parametrize(("question", "echo", "typed", "shown"), [
+    ("Code: ", True, "12x\b34\r", "Code: 12x\b \b34\r\n"),
+    ("Passphrase: ", False, "s3cr\x00;et\r", "Passphrase: \r\n"),  # F1 (\x00 ;) is no character
+])
+def test_windows_asks_on_the_console_never_on_the_ssh_stream(
+        monkeypatch: pytest.MonkeyPatch, question: str, echo: bool, typed: str, shown: str) -> None:
+    import io
+    import sys
+
+    console = FakeConsole(typed)
+    stream_in, stream_out = io.StringIO("the SSH stream\n"), io.StringIO()
+    monkeypatch.setitem(sys.modules, "msvcrt", console)
+    monkeypatch.setattr(sys, "stdin", stream_in)
+    monkeypatch.setattr(sys, "stdout", stream_out)
+    with monkeypatch.context() as windows:
+        windows.setattr(os, "name", "nt")
+        answer = prompt._from_tty(question, echo)
+    assert answer == ("1234" if echo else "s3cret")
+    assert console.shown == shown
+    assert (stream_in.tell(), stream_out.getvalue()) == (0, "")
+
+
+def test_ctrl_c_on_the_windows_console_cancels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "msvcrt", FakeConsole("12\x03"))
+    with monkeypatch.context() as windows, pytest.raises(KeyboardInterrupt):
+        windows.setattr(os, "name", "nt")
+        prompt._from_tty("Code: ", True)
