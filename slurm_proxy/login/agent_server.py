@@ -215,7 +215,8 @@ class Agent:
                 if held.failed is not None and held.failed[0] >= started:
                     raise held.failed[1]  # the login this connect waited for failed: no second prompt
                 held.since = None
-                _use_ssh_agent(request.get("auth_sock"))
+                sock = request.get("auth_sock")  # the connect's ssh-agent, or none
+                held.login.auth_sock = sock if isinstance(sock, str) else ""
                 held.login.ask = _asker(line)
                 try:
                     held.login.connection()
@@ -275,14 +276,6 @@ def _asker(line: wire.Wire) -> prompt.Ask:
             raise SlurmProxyError(str(why.get("message")))
         raise prompt.Cancelled(text)
     return ask
-
-
-def _use_ssh_agent(sock: object) -> None:
-    """The ssh-agent of the connect that logs in (paramiko reads it from the environment)."""
-    if isinstance(sock, str) and sock:
-        os.environ["SSH_AUTH_SOCK"] = sock
-    else:
-        os.environ.pop("SSH_AUTH_SOCK", None)
 
 
 def serve(home: Path, idle: int) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ from . import prompt
 from .ssh_config import Target
 
 
-def authenticate(transport: Any, target: Target, destination: str, ask: prompt.Ask = prompt.ask) -> None:
+def authenticate(transport: Any, target: Target, destination: str, ask: prompt.Ask = prompt.ask,
+                 auth_sock: str | None = None) -> None:
     """Log in as ssh would; every question goes through ``ask`` (the agent asks through the
-    connect that needs the login)."""
+    connect that needs the login), the keys of the ssh-agent at ``auth_sock`` are offered (None:
+    this process's SSH_AUTH_SOCK; "": no ssh-agent)."""
     skipped: list[str] = []
-    for key, label in _keys(target, skipped, ask):
+    for key, label in _keys(target, skipped, ask, auth_sock):
         log.debug(f"offering key {label}")
         try:
             remaining = transport.auth_publickey(target.user, key)
@@ -71,22 +75,27 @@ def _second_factor(transport: Any, target: Target, destination: str, methods: Se
         raise LoginError(destination, f"{target.user}@{target.host} still wants {', '.join(remaining)}")
 
 
-def _keys(target: Target, skipped: list[str], ask: prompt.Ask) -> Iterator[tuple[Any, str]]:
+def _keys(target: Target, skipped: list[str], ask: prompt.Ask,
+          auth_sock: str | None = None) -> Iterator[tuple[Any, str]]:
     """Keys to offer in ssh's order: the agent's keys for the IdentityFiles, its others (unless
     IdentitiesOnly), then the key files the agent did not already offer."""
     wanted = {_public_blob(p) for p in target.identity_files} - {None}
     try:
-        agent_keys = list(paramiko.Agent().get_keys())
+        agent = _ssh_agent(auth_sock)
     except (paramiko.SSHException, OSError) as e:
         log.debug(f"ssh-agent: {one_line(e)}")
-        agent_keys = []
+        agent = paramiko.agent.AgentSSH()  # none: no keys
+    agent_keys = list(agent.get_keys())
     ordered = [k for k in agent_keys if k.asbytes() in wanted]
     if not target.identities_only:
         ordered += [k for k in agent_keys if k.asbytes() not in wanted]
     offered = set()
-    for key in ordered:
-        offered.add(key.asbytes())
-        yield key, f"from ssh-agent ({key.comment or key.get_name()})"
+    try:
+        for key in ordered:
+            offered.add(key.asbytes())
+            yield key, f"from ssh-agent ({key.comment or key.get_name()})"
+    finally:  # each was tried (it signs through the agent), or one was taken
+        agent._close()
     for path in target.identity_files:
         if not os.path.exists(path) or _public_blob(path) in offered:
             continue
@@ -100,6 +109,29 @@ def _keys(target: Target, skipped: list[str], ask: prompt.Ask) -> Iterator[tuple
             continue
         if key.asbytes() not in offered:
             yield key, shown_path(path)
+
+
+def _ssh_agent(auth_sock: str | None) -> Any:
+    """The ssh-agent at ``auth_sock``, passed explicitly (the login agent logs in for connects
+    of other environments, several at once: never through its own os.environ). None: as ssh
+    finds it (SSH_AUTH_SOCK; on Windows Pageant or OpenSSH's pipe, as paramiko finds them)."""
+    if auth_sock is None or sys.platform == "win32":
+        return paramiko.Agent()
+    agent = paramiko.agent.AgentSSH()
+    if auth_sock:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(auth_sock)
+        except OSError as e:  # a socket left by an ssh-agent that is gone, as paramiko says none
+            sock.close()
+            log.debug(f"ssh-agent at {auth_sock}: {one_line(e)}")
+            return agent
+        try:
+            agent._connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+    return agent
 
 
 class _NoPassphrase(Exception):

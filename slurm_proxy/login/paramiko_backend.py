@@ -73,6 +73,7 @@ class ParamikoLogin:
     """The login node over one ``paramiko.Transport``, connected on first use."""
 
     logs_in_per_command = False  # one transport for every command of a connect
+    auth_sock: str | None = None  # the ssh-agent whose keys to offer; None: SSH_AUTH_SOCK's
 
     def __init__(self, destination: str, *, ssh_config_files: Sequence[str] = SSH_CONFIG_FILES,
                  ask: prompt.Ask = prompt.ask) -> None:
@@ -213,7 +214,7 @@ class ParamikoLogin:
                 raise LoginError(self.destination, _handshake_failure(e, sock, target)) from None
             key = transport.get_remote_server_key()
             verify(known, target, key.get_name(), key.asbytes(), self.destination)
-            authenticate(transport, target, self.destination, self.ask)
+            authenticate(transport, target, self.destination, self.ask, self.auth_sock)
         except BaseException:
             transport.close()
             raise

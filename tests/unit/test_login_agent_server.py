@@ -5,6 +5,7 @@ ways, and an idle exit. (The real thing: tests/integration/test_agent.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -63,12 +64,20 @@ class FakeLogin:
 
     made: ClassVar[list[str]] = []
 
+    together: ClassVar[threading.Barrier | None] = None  # logins that must overlap
+    ssh_agents: ClassVar[dict[str, str | None]] = {}  # the ssh-agent each login used
+
     def __init__(self, destination: str) -> None:
         self.destination = destination
         self.ask: prompt.Ask = prompt.ask
+        self.auth_sock: str | None = None  # as ParamikoLogin's: None = the environment's
         self.connected = False
 
     def connection(self) -> None:
+        if self.together is not None:
+            self.together.wait(timeout=10)
+        self.ssh_agents[self.destination] = (self.auth_sock if self.auth_sock is not None
+                                             else os.environ.get("SSH_AUTH_SOCK"))
         if self.ask(f"Code for {self.destination}: ", False) != CODE:
             raise LoginError(self.destination, "permission denied (keyboard-interactive)")
         self.made.append(self.destination)
@@ -88,6 +97,8 @@ class FakeLogin:
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[agent_server.Agent]:
     """An agent serving on a thread; ``os._exit`` stops only the thread that calls it."""
     FakeLogin.made = []
+    FakeLogin.together = None
+    FakeLogin.ssh_agents = {}
     monkeypatch.setattr(agent_server, "ParamikoLogin", FakeLogin)
     monkeypatch.setattr(agent_server, "TICK", 0.05)
 
@@ -178,3 +189,34 @@ def test_an_unused_agent_closes_its_login_and_exits(server: agent_server.Agent, 
         assert time.monotonic() < deadline, "the agent never left"
         time.sleep(0.05)
     assert agent.status(home) is None
+
+
+def exec_with_ssh_agent(home: Path, destination: str, auth_sock: str) -> int:
+    """``true`` on ``destination`` from a connect whose SSH_AUTH_SOCK is ``auth_sock`` (connects
+    are processes of their own, each with its environment; here they share one)."""
+    line = agent.connect(home)
+    try:
+        line.send(wire.REQUEST, json.dumps({"op": "exec", "command": "true", "destination": destination,
+                                            "since": time.time(), "auth_sock": auth_sock}).encode())
+        tag, body = line.recv()
+        while tag == wire.ASK:
+            line.send(wire.ANSWER, CODE.encode())
+            tag, body = line.recv()
+        assert tag == wire.READY, (tag, body)
+        line.send(wire.END)
+        while tag != wire.EXIT:
+            tag, body = line.recv()
+        return int(body)
+    finally:
+        line.close()
+
+
+def test_logins_to_two_hosts_at_once_each_use_their_connects_ssh_agent(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/the/agents/own")
+    FakeLogin.together = threading.Barrier(2)  # both logins under way before either reads it
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(lambda d: exec_with_ssh_agent(home, d, f"/agent/of/{d}"), ["a", "b"]))
+    assert statuses == [0, 0]
+    assert FakeLogin.ssh_agents == {"a": "/agent/of/a", "b": "/agent/of/b"}
+    assert os.environ["SSH_AUTH_SOCK"] == "/the/agents/own"  # the process's own is never changed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,29 @@ def test_a_locked_key_file_is_told_from_its_bytes_alone(home: Path, kind: str, e
         assert auth.encrypted(path.read_bytes()) is bool(passphrase)
     assert not auth.encrypted(b"")
     assert not auth.encrypted(b"-----BEGIN OPENSSH PRIVATE KEY-----\n!!\n-----END")
+
+
+@pytest.mark.skipif(not (shutil.which("ssh-agent") and shutil.which("ssh-add")), reason="no ssh-agent")
+def test_the_ssh_agent_is_the_one_passed_not_the_environments(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The login agent logs in for connects of other environments: it passes each one's ssh-agent."""
+    keygen(home / "in_agent")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "ssh-agent never listened"
+            time.sleep(0.02)
+        subprocess.run(["ssh-add", "-q", str(home / "in_agent")], env={"SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "the-agents-own"))  # none listens there
+        keys = list(auth._keys(target(), [], prompt.ask, str(sock)))
+        assert [k.asbytes() for k, _ in keys] == [auth._public_blob(str(home / "in_agent"))]
+        assert keys[0][1].startswith("from ssh-agent")
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        assert list(auth._keys(target(), [], prompt.ask, "")) == []  # the connect had none
+        assert len(list(auth._keys(target(), [], prompt.ask))) == 1  # None: the environment's
+    finally:
+        agent.terminate()
+        agent.wait()
