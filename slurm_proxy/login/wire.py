@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .. import log
 from ..errors import SlurmProxyError
 from . import control
 
@@ -93,8 +94,19 @@ def listen(where: str) -> Any:
 
 
 def dial_agent(home: Path) -> Wire:
-    """A proven line to the agent of the state directory ``home``; ``Absent`` when none runs."""
-    return dial(address(home), read_key(home))
+    """A proven line to the agent of the state directory ``home``; ``Absent`` when none runs.
+    An agent that restarted between our reading its key and dialling it holds a new key: its
+    proof fails (or it hangs up on ours), and it is dialled once more with the key now on disk."""
+    where = address(home)
+    key = read_key(home)
+    try:
+        return dial(where, key)
+    except (Absent, Stranger):
+        fresh = read_key(home)
+        if fresh == key:
+            raise
+    log.debug("the slurm-proxy agent's key changed while dialling it: dialling again")
+    return dial(where, fresh)
 
 
 def dial(where: str, key: bytes | None) -> Wire:

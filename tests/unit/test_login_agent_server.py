@@ -220,3 +220,29 @@ def test_logins_to_two_hosts_at_once_each_use_their_connects_ssh_agent(
     assert statuses == [0, 0]
     assert FakeLogin.ssh_agents == {"a": "/agent/of/a", "b": "/agent/of/b"}
     assert os.environ["SSH_AUTH_SOCK"] == "/the/agents/own"  # the process's own is never changed
+
+
+def test_an_agent_that_restarted_after_its_key_was_read_is_dialled_once_more(
+        home: Path, user: Typist, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key read was the agent's before it restarted with a new one: the agent takes the connect
+    for a stranger and hangs up, and the connect dials once more with the key now on disk."""
+    read = wire.read_key
+    stale = iter([b"the key of the agent before"])
+    monkeypatch.setattr(wire, "read_key", lambda home: next(stale, None) or read(home))
+    held = agent.status(home)
+    assert held is not None and held.pid == os.getpid()
+    stale = iter([b"the key of the agent before"])
+    assert run(home, "true") == (0, "")
+
+
+def test_a_key_that_stays_wrong_is_not_tried_forever(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[Path] = []
+
+    def wrong_key(home: Path) -> bytes:
+        reads.append(home)
+        return b"not the agent's key"
+
+    monkeypatch.setattr(wire, "read_key", wrong_key)
+    with pytest.raises(wire.Absent):
+        wire.dial_agent(home)
+    assert len(reads) == 2
