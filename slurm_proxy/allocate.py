@@ -92,7 +92,7 @@ class Allocator:
                                  slurm.job_comment(self.profile.key))
         res = self.login.run(argv, stdin=jobscript.batch_script(self.profile))
         if res.returncode != 0:
-            raise SlurmError("sbatch", _detail(res.stderr))
+            raise SlurmError("sbatch", slurm.refusal(res.stderr) or _detail(res.stderr))
         job_id = slurm.parse_sbatch(res.stdout)
         self._submitted = job_id
         key = self.profile.key + (SUCCESSOR if successor else "")
@@ -285,7 +285,7 @@ def allocator(cfg: Config, profile: Profile,
 
 def login_to(cluster: Cluster) -> Login:
     """The cluster's login connection, through the backend its config names."""
-    return open_login(cluster.login, cluster.backend, cluster.agent_idle)
+    return open_login(cluster.login, cluster.backend, cluster.agent_idle, cluster.login_shell)
 
 
 def trusted_by(cfg: Config) -> Trust:
@@ -306,7 +306,11 @@ def user_jobs(login: Login) -> list[Job]:
     res = login.run(slurm.squeue_argv())
     if res.returncode != 0:
         raise SlurmError("squeue", _detail(res.stderr))
-    return slurm.parse_squeue(res.stdout)
+    skipped: list[str] = []
+    jobs = slurm.parse_squeue(res.stdout, skipped)
+    for line in skipped:
+        log.debug(f"squeue: skipped a line that is not one of slurm-proxy's jobs: {line!r}")
+    return jobs
 
 
 def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:

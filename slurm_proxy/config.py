@@ -7,6 +7,7 @@
     login = "hpc"                # an ssh destination; ~/.ssh/config applies to it
     mode = "adopt"               # or "sshd", "srun" (a profile may set its own)
     backend = "openssh"          # or "paramiko", "agent"
+    login_shell = true           # optional: Slurm is on PATH only in a login shell there
     [profiles.gpu2]
     cluster = "hpc"              # optional when there is one cluster
     partition = "gpu"
@@ -57,6 +58,9 @@ class Cluster(NamedTuple):
     backend: str = ""  # how slurm-proxy reaches the login node; "" = openssh (Windows: agent)
     agent_idle: int = 600  # seconds the agent keeps a login that no connect uses
     keyscan: bool = False  # ask ssh-keyscan on the login node when it knows no key for a node
+    # Slurm's commands need a login shell's PATH (/etc/profile); None: found out when one is
+    # "not found", and remembered
+    login_shell: bool | None = None
 
 
 class Profile(NamedTuple):
@@ -208,6 +212,7 @@ _CLUSTER_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mode": _one_of(MODES),
     "backend": _one_of(BACKENDS),
     "keyscan": (lambda v: isinstance(v, bool), "true or false"),
+    "login_shell": (lambda v: isinstance(v, bool), "true or false"),
     "agent_idle": ((lambda v: True), "seconds"),  # read by _Reader.seconds
 }
 
@@ -310,7 +315,8 @@ class _Reader:
                 raise self.error("agent_idle = 0: the agent needs at least 1 second", where, "agent_idle")
             clusters[name] = Cluster(name=name, login=str(login), mode=body.get("mode", "adopt"),
                                      backend=body.get("backend", ""),
-                                     keyscan=body.get("keyscan", False), agent_idle=agent_idle)
+                                     keyscan=body.get("keyscan", False), agent_idle=agent_idle,
+                                     login_shell=body.get("login_shell"))
         if not clusters:
             raise self.error("no [clusters.NAME] table with a login host")
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from . import session
 from .config import MODES, Profile
 from .node_keys import KNOWN_HOSTS_FILES
-from .slurm import parse_duration
+from .slurm import neutral, parse_duration
 
 READY_WAIT = 60.0  # seconds the login node waits for the batch script to say it is ready
 PROBE_WAIT = 15.0  # seconds it retries a node port that refuses connections
@@ -219,8 +219,9 @@ def srun_argv(job_id: str, neighbours: Sequence[str] = ()) -> list[str]:
     if neighbours:
         hint = (f"needed to reach job {job_id} past your job{'s' if len(neighbours) > 1 else ''} "
                 f"{', '.join(neighbours)} on this node: cancel those, or ask for openssh-server")
-    return ["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u",
-            "bash", "-c", SP_SSHD + 'sp_no_sshd=$1; shift; sp_sshd "$@"', "sp_sshd", hint, "-i", "-e"]
+    sshd = SP_SSHD + 'sp_no_sshd=$1; shift; sp_sshd "$@"'
+    return neutral(["srun", f"--jobid={job_id}", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u",
+                    "bash", "-c", sshd, "sp_sshd", hint, "-i", "-e"])
 
 
 def said_argv(job_id: str) -> list[str]:

@@ -70,17 +70,46 @@ def job_number(job: Job) -> int:
     return int(job.job_id.split("_")[0].split("+")[0])
 
 
+# Slurm's commands read these from the environment, and a user's rc file may set them
+# (SQUEUE_STATES=RUNNING hides pending jobs, SLURM_TIME_FORMAT changes times, SBATCH_* adds
+# options): each command runs without them, but for SLURM_CONF, which says where Slurm is.
+_CLEAN_ENV = (
+    'for __sp_v in $(env | sed -n "s/^\\(S[A-Z]*_[A-Za-z0-9_]*\\)=.*/\\1/p"); do case $__sp_v in '
+    "SLURM_CONF) ;; SLURM_*|SQUEUE_*|SBATCH_*|SRUN_*|SALLOC_*|SCANCEL_*|SINFO_*|SCONTROL_*|SACCT_*) "
+    'unset "$__sp_v" ;; esac; done; exec "$@"'
+)
+
+
+def neutral(argv: list[str]) -> list[str]:
+    """``argv`` (a Slurm command) run without the user's Slurm input variables."""
+    return ["sh", "-c", _CLEAN_ENV, "sh", *argv]
+
+
 def squeue_argv() -> list[str]:
     """One squeue for all the user's jobs: slurm-proxy's own (found by id, or by name and
     comment) and the others that may share a node with them.
 
     Two slurmctld RPCs (the user's jobs, and the partitions squeue always loads); ``--local``
     spares a federation lookup, ``--all`` shows jobs in hidden partitions too."""
-    return ["squeue", "--me", "--local", "--all", "--noheader", f"--format={SQUEUE_FORMAT}"]
+    return neutral(["squeue", "--me", "--local", "--all", "--noheader", f"--format={SQUEUE_FORMAT}"])
 
 
-def parse_squeue(output: str) -> list[Job]:
-    return [parse_squeue_line(line) for line in output.splitlines() if line.strip()]
+def parse_squeue(output: str, skipped: list[str] | None = None) -> list[Job]:
+    """The jobs of an squeue. A line that cannot be read is an error when it is one of
+    slurm-proxy's jobs, and is skipped (appended to ``skipped``) when it is not: the user's
+    other jobs (arrays, heterogeneous jobs, a state this version does not know) never stop us."""
+    jobs = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        try:
+            jobs.append(parse_squeue_line(line))
+        except SlurmOutputError:
+            if _looks_ours(line):
+                raise
+            if skipped is not None:
+                skipped.append(line)
+    return jobs
 
 
 def parse_squeue_line(line: str) -> Job:
@@ -91,14 +120,22 @@ def parse_squeue_line(line: str) -> Job:
     return _job("squeue", line, job_id, name, state, reason, nodes, start, parse_duration(left), comment)
 
 
+def _looks_ours(line: str) -> bool:
+    return f"|{JOB_NAME_PREFIX}" in line and f"|{COMMENT}:" in line
+
+
+# A job's id as squeue shows it: 123, an array's task 123_4 or its pending rest 123_[5-9%2],
+# a heterogeneous job's component 123+0.
+_JOB_ID = re.compile(r"\d+(_\d+|_\[[0-9,\-%:]+\])?(\+\d+)?")
+
+
 def _job(command: str, line: str, job_id: str, name: str, state: str, reason: str, nodes: str,
          start: str, time_left: int | None, comment: str) -> Job:
-    if not re.fullmatch(r"\d+(_\d+)?(\+\d+)?", job_id):
+    if not _JOB_ID.fullmatch(job_id):
         raise SlurmOutputError(command, line, "bad job id")
     if not re.fullmatch(r"[A-Z_]+", state):
         raise SlurmOutputError(command, line, "bad job state")
-    if state not in ACTIVE_STATES and state not in ENDED_STATES:
-        raise SlurmOutputError(command, line, f"unknown job state {state}")
+    # A state this version of slurm-proxy does not know is neither running nor ended: waited on.
     return Job(
         job_id=job_id,
         name=name,
@@ -194,8 +231,8 @@ def format_duration(seconds: int | None) -> str:
 
 def sbatch_argv(options: list[str], name: str, comment: str = COMMENT) -> list[str]:
     """sbatch reading its script from stdin; ``options`` come from the validated profile."""
-    return ["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
-            "--output=/dev/null", "--error=/dev/null", *options]
+    return neutral(["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
+                    "--output=/dev/null", "--error=/dev/null", *options])
 
 
 def parse_sbatch(output: str) -> str:
@@ -207,5 +244,12 @@ def parse_sbatch(output: str) -> str:
     return job_id
 
 
+def refusal(stderr: str) -> str:
+    """Why sbatch refused a job, on one line: its ``error:`` lines, a site's own message (from
+    its job_submit plugin) first; "" when it printed none."""
+    said = [line.split(" error: ", 1)[1].strip() for line in stderr.splitlines() if " error: " in line]
+    return "; ".join(s for s in said if s)
+
+
 def scancel_argv(job_ids: list[str]) -> list[str]:
-    return ["scancel", *job_ids]
+    return neutral(["scancel", *job_ids])

@@ -16,24 +16,26 @@ from .openssh import OpenSSHLogin, find_ssh
 __all__ = ["Login", "OpenSSHLogin", "Result", "find_ssh", "no_exec", "open_login"]
 
 
-def open_login(destination: str, backend: str = "", agent_idle: int = 600) -> Login:
+def open_login(destination: str, backend: str = "", agent_idle: int = 600,
+               login_shell: bool | None = None) -> Login:
     """The login connection. By default the system ``ssh`` with connection sharing; on Windows,
     whose OpenSSH shares no connection, the agent, which logs in once per login host for every
     connect (``agent_idle``: seconds it keeps an unused login). Without an ``ssh`` client, the
-    paramiko backend."""
+    paramiko backend. ``login_shell``: load /etc/profile before each command (None: when a
+    command is not found without it)."""
     if backend == "agent" or (not backend and windows()):
         from .agent import AgentLogin
 
-        return AgentLogin(destination, agent_idle)
+        return AgentLogin(destination, agent_idle, login_shell=login_shell)
     if backend in ("openssh", ""):
         try:
-            return OpenSSHLogin(destination)
+            return OpenSSHLogin(destination, login_shell=login_shell)
         except LoginError:
             if backend == "openssh":
                 raise
     from .paramiko_backend import ParamikoLogin
 
-    return ParamikoLogin(destination)
+    return ParamikoLogin(destination, login_shell=login_shell)
 
 
 def windows() -> bool:

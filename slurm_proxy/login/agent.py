@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from ..errors import LoginError, SlurmProxyError
 from . import prompt, wire
 from .base import Result
 from .pump import BytesSource, Source, fd_writer, pump, stdin_source
+from .remote import Shell
 
 DEFAULT_IDLE = 600  # seconds the agent keeps a login no connect uses (ssh's ControlPersist 10m)
 START_TIMEOUT = 20.0  # seconds for a new agent to listen
@@ -43,8 +43,10 @@ class AgentLogin:
 
     logs_in_per_command = False
 
-    def __init__(self, destination: str, idle: int = DEFAULT_IDLE, home: Path | None = None) -> None:
+    def __init__(self, destination: str, idle: int = DEFAULT_IDLE, home: Path | None = None,
+                 login_shell: bool | None = None) -> None:
         self.destination = destination
+        self.shell = Shell(destination, login_shell)
         self.idle = idle
         self.home = home or paths.home()
         self.since = time.time()  # a login that fails after this fails this connect too
@@ -53,15 +55,18 @@ class AgentLogin:
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         log.debug(f"run on {self.destination} (agent): {log.shown(argv)}")
+        return self.shell.run(self._send, argv, stdin)
+
+    def _send(self, command: str, stdin: str | None) -> Result:
         out: list[bytes] = []
         err: list[bytes] = []
-        status = self._relay({"op": "exec", "command": shlex.join(argv)},
+        status = self._relay({"op": "exec", "command": command},
                              BytesSource((stdin or "").encode()), out.append, err.append)
         stdout = b"".join(out).decode(errors="replace")
         stderr = b"".join(err).decode(errors="replace")
         if status < 0:
             raise LoginError(self.destination, log.last_line(stderr) or
-                             f"`{shlex.join(argv)}` ended without an exit status")
+                             "the command ended without an exit status")
         return Result(status, stdout, stderr)
 
     def forward_stdio(self, host: str, port: int) -> int:
@@ -71,7 +76,7 @@ class AgentLogin:
 
     def forward_command(self, argv: Sequence[str]) -> int:
         log.debug(f"forward command (agent): {log.shown(argv)}")
-        status = self._stdio({"op": "exec", "command": shlex.join(argv)}, fd_writer(2))
+        status = self._stdio({"op": "exec", "command": self.shell.line(argv)}, fd_writer(2))
         return status if status >= 0 else 255
 
     def sharing(self) -> tuple[bool | None, str]:

@@ -16,6 +16,7 @@ class Result(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
+    chatter: str = ""  # what the login shell's rc files printed before the command (remote.py)
 
 
 class Login(Protocol):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from .. import log, paths
 from ..errors import LoginError
 from . import control
 from .base import SSH_CONFIG_FILES, Result, no_exec
+from .remote import Shell
 
 CONTROL_PERSIST = "10m"
 # What `ssh -G` answers depends on: ssh's own config files, and Debian's drop-in directory that
@@ -39,8 +39,10 @@ def find_ssh() -> str:
 
 
 class OpenSSHLogin:
-    def __init__(self, destination: str, control_dir: Path | None = None) -> None:
+    def __init__(self, destination: str, control_dir: Path | None = None,
+                 login_shell: bool | None = None) -> None:
         self.destination = destination
+        self.shell = Shell(destination, login_shell)
         self.ssh = find_ssh()
         self.control_dir = control_dir or paths.home() / "cm"
         self.control_path: Path | None = None  # the master's socket, when slurm-proxy manages it
@@ -96,8 +98,11 @@ class OpenSSHLogin:
         return False
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
-        cmd = [self.ssh, *self.options, "-T", "--", self.destination, shlex.join(argv)]
         log.debug(f"run on {self.destination}: {log.shown(argv)}")
+        return self.shell.run(self._send, argv, stdin)
+
+    def _send(self, line: str, stdin: str | None) -> Result:
+        cmd = [self.ssh, *self.options, "-T", "--", self.destination, line]
         with self._one_login():
             try:
                 proc = subprocess.run(
@@ -140,7 +145,7 @@ class OpenSSHLogin:
 
     def forward_command(self, argv: Sequence[str]) -> int:
         log.debug(f"forward command: {log.shown(argv)}")
-        return self._hand_over(["-T", "-e", "none", "--", self.destination, shlex.join(argv)])
+        return self._hand_over(["-T", "-e", "none", "--", self.destination, self.shell.line(argv)])
 
     def _hand_over(self, args: list[str]) -> int:
         """Become ``ssh ARGS``: our stdio is its stdio from here on."""

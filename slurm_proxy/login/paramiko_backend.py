@@ -29,6 +29,7 @@ from .base import SSH_CONFIG_FILES, Result
 from .known_hosts import known_key_types, read_known_hosts, verify
 from .pump import BytesSource, Channel, best_effort, copy, fd_writer, pump, stdin_source
 from .reasons import describe
+from .remote import Shell
 from .ssh_config import Target, parse_jump, read_ssh_config, resolve
 
 MAX_HOPS = 8  # ProxyJump chains longer than this are taken for a loop in the ssh config
@@ -76,8 +77,9 @@ class ParamikoLogin:
     auth_sock: str | None = None  # the ssh-agent whose keys to offer; None: SSH_AUTH_SOCK's
 
     def __init__(self, destination: str, *, ssh_config_files: Sequence[str] = SSH_CONFIG_FILES,
-                 ask: prompt.Ask = prompt.ask) -> None:
+                 ask: prompt.Ask = prompt.ask, login_shell: bool | None = None) -> None:
         self.destination = destination
+        self.shell = Shell(destination, login_shell)
         self.ask = ask  # how the login asks the user (a code, a passphrase)
         self.ssh_config_files = tuple(ssh_config_files)
         self._transport: Any = None
@@ -86,8 +88,10 @@ class ParamikoLogin:
     # The Login interface
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
-        command = shlex.join(argv)
         log.debug(f"run on {self.destination}: {log.shown(argv)}")
+        return self.shell.run(self._send, argv, stdin)
+
+    def _send(self, command: str, stdin: str | None) -> Result:
         out: list[bytes] = []
         err: list[bytes] = []
         channel = self.open_exec(command)
@@ -96,7 +100,7 @@ class ParamikoLogin:
         stdout = b"".join(out).decode(errors="replace")
         stderr = b"".join(err).decode(errors="replace")
         if status < 0:  # killed by a signal: ssh would exit with 255, which is a LoginError too
-            detail = log.last_line(stderr) or f"`{command}` ended without an exit status"
+            detail = log.last_line(stderr) or "the command ended without an exit status"
             raise LoginError(self.destination, detail)
         return Result(status, stdout, stderr)
 
@@ -110,9 +114,8 @@ class ParamikoLogin:
     def forward_command(self, argv: Sequence[str]) -> int:
         """Run ``argv`` on the login node with our stdin/stdout as its own (its stderr copied to
         ours); the remote exit status, 255 if there was none (killed by a signal)."""
-        command = shlex.join(argv)
         log.debug(f"forward command: {log.shown(argv)}")
-        channel = self.open_exec(command)
+        channel = self.open_exec(self.shell.line(argv))
         status = self._pumped(lambda: self._stdio(channel, fd_writer(2)))
         return status if status >= 0 else 255
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from slurm_proxy import slurm
 from slurm_proxy.login import Result, ssh_config
 
 
@@ -14,6 +15,14 @@ def target(**kw: object) -> ssh_config.Target:
         keepalive=0)
     base.update(kw)
     return ssh_config.Target(**base)  # type: ignore[arg-type]
+
+
+def command_name(argv: Sequence[str]) -> str:
+    """The command ``argv`` runs: a Slurm command's own name, under its neutral environment."""
+    wrapper = slurm.neutral([])
+    if list(argv[:len(wrapper)]) == wrapper and len(argv) > len(wrapper):
+        return argv[len(wrapper)]
+    return argv[0]
 
 
 class FakeLogin:
@@ -31,7 +40,7 @@ class FakeLogin:
         argv = list(argv)
         self.stdin[len(self.calls)] = stdin
         self.calls.append(argv)
-        answer = self.answers.get(argv[0])
+        answer = self.answers.get(command_name(argv))
         if answer is None:
             raise AssertionError(f"unexpected command {argv}")
         if callable(answer):
@@ -49,4 +58,4 @@ class FakeLogin:
 
     @property
     def commands(self) -> list[str]:
-        return [argv[0] for argv in self.calls]
+        return [command_name(argv) for argv in self.calls]

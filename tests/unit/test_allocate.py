@@ -268,7 +268,7 @@ def test_timeout_cancels_the_job_it_submitted(state: State, clock: FakeClock) ->
     assert info.value.reason == "Resources"
     assert info.value.waited >= PROFILE.pending_timeout
     assert "cancelled it" in str(info.value)
-    assert login.calls[-1] == ["scancel", "42"]
+    assert login.calls[-1] == slurm.scancel_argv(["42"])
     assert login.commands.count("scancel") == 1
     assert state.job("hpc.debug") is None
     assert max(clock.sleeps) == 5.0
@@ -362,12 +362,14 @@ def test_query_picks(state: State, clock: FakeClock, lines: list[str], recorded:
 def test_query_asks_for_all_the_users_jobs_at_once(state: State, clock: FakeClock) -> None:
     login = FakeLogin(squeue=[EMPTY])
     allocator(login, state, clock).query()
-    assert login.calls == [["squeue", "--me", "--local", "--all", "--noheader",
-                            "--format=%i|%T|%r|%N|%S|%L|%j|%k"]]
+    assert login.calls == [slurm.squeue_argv()]
 
 
-def test_unreadable_squeue_output_is_an_error(state: State, clock: FakeClock) -> None:
+def test_an_unreadable_line_of_ours_is_an_error_anything_else_is_skipped(
+        state: State, clock: FakeClock) -> None:
     login = FakeLogin(squeue=[Result(0, "squeue: invalid option\n", "")])
+    assert allocator(login, state, clock).query() == (None, [])
+    login = FakeLogin(squeue=[Result(0, "42|RUNNING|None|node1|slurm-proxy-debug|slurm-proxy:hpc.debug\n", "")])
     with pytest.raises(SlurmOutputError):
         allocator(login, state, clock).query()
 

@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from slurm_proxy import allocate, cli, config, doctor, log, paths
+from slurm_proxy import allocate, cli, config, doctor, log, paths, slurm
 from slurm_proxy.login import Result
 from slurm_proxy.login import agent as agent_login
 
@@ -124,7 +124,7 @@ def test_down_cancels_only_recorded_jobs(run: Run, cfg_path: Path, login: Login)
     fake = login(squeue=[out(job_line("42", "debug"), job_line("43", "gpu"))], scancel=[out()])
     code, stdout, _ = run("down", "--all")
     assert (code, stdout) == (0, "cancelled 42\n")  # 43 is not recorded here: never cancelled
-    assert fake.calls[-1] == ["scancel", "42"]
+    assert fake.calls[-1] == slurm.scancel_argv(["42"])
 
 
 def test_down_with_nothing_to_cancel(run: Run, cfg_path: Path, login: Login) -> None:

@@ -139,7 +139,7 @@ def test_load_the_module_docstring_example(tmp_path: Path) -> None:
     example = config.__doc__.split("\n\n", 1)[1]
     cfg = config.load(write(tmp_path, example))
     assert cfg.prefix == "slurm-"
-    hpc = Cluster(name="hpc", login="hpc", mode="adopt", backend="openssh")
+    hpc = Cluster(name="hpc", login="hpc", mode="adopt", backend="openssh", login_shell=True)
     assert cfg.clusters == {"hpc": hpc}
     assert cfg.profiles == {
         "gpu2": Profile(name="gpu2", cluster=hpc, partition="gpu", gres="gpu:2",
@@ -361,7 +361,7 @@ BAD_FILES = [
     ("cluster-keyscan", '[clusters.a]\nlogin = "a"\nkeyscan = "yes"\n[profiles.p]\n', "keyscan =",
      'keyscan = "yes": expected true or false'),
     ("cluster-unknown-key", '[clusters.a]\nlogin = "a"\npartition = "x"\n[profiles.p]\n', "partition =",
-     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan, agent_idle)"),
+     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan, login_shell, agent_idle)"),
     ("same-key-other-table", CLUSTER + "[defaults]\ncpus = 4\n[profiles.p]\ncpus = 0\n", "cpus = 0",
      "cpus = 0"),
 ]

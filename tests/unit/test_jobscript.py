@@ -45,7 +45,7 @@ def test_node_check_refuses_an_unknown_mode() -> None:
 
 def test_srun_argv_runs_an_unbuffered_sshd_on_stdio_inside_the_job() -> None:
     argv = jobscript.srun_argv("42")
-    assert argv[:7] == ["srun", "--jobid=42", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u"]
+    assert argv[4:11] == ["srun", "--jobid=42", "--overlap", "--nodes=1", "--ntasks=1", "--quiet", "-u"]
     assert argv[-4:] == ["sp_sshd", "", "-i", "-e"]
 
 

@@ -5,6 +5,7 @@ through the cluster, tests/integration/test_agent.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import os
 import socket
 import struct
@@ -166,20 +167,24 @@ def test_run_gets_the_status_stdout_and_stderr_and_sends_stdin(home: Path) -> No
     seen: dict[str, object] = {}
 
     def script(line: wire.Wire, request: dict[str, object]) -> None:
+        # What the agent's login does: the login shell runs the command line, after an rc file
+        # that prints.
         seen.update(request)
         line.send(wire.READY)
         stdin = b""
         while (frame := line.recv())[0] == wire.DATA:
             stdin += frame[1]
-        line.send(wire.OUT, stdin.upper())
-        line.send(wire.ERR, b"warning\n")
-        line.send(wire.EXIT, b"3")
+        ran = subprocess.run(["sh", "-c", f"echo Welcome; {request['command']}"], input=stdin,
+                             capture_output=True)
+        line.send(wire.OUT, ran.stdout)
+        line.send(wire.ERR, ran.stderr)
+        line.send(wire.EXIT, str(ran.returncode).encode())
 
     with scripted(home, script):
-        result = agent.AgentLogin("hpc", idle=42, home=home).run(["tr", "a-z", "A-Z"], stdin="hi\n")
-    assert result == (3, "HI\n", "warning\n")
-    assert seen["op"] == "exec" and seen["command"] == "tr a-z A-Z"
-    assert seen["destination"] == "hpc" and seen["idle"] == 42
+        result = agent.AgentLogin("hpc", idle=42, home=home).run(
+            ["sh", "-c", "tr a-z A-Z; echo warning >&2; exit 3"], stdin="hi\n")
+    assert result[:3] == (3, "HI\n", "warning\n") and result.chatter == "Welcome\n"
+    assert seen["op"] == "exec" and seen["destination"] == "hpc" and seen["idle"] == 42
 
 
 def test_the_logins_question_is_asked_here_and_answered_to_the_agent(

@@ -1,0 +1,122 @@
+"""What crosses the login node's shell, the same for every backend.
+
+ssh hands a command to the user's login shell (bash, zsh, tcsh, fish …) after the shell's rc
+files have run, and rc files print ("Welcome", ``module load`` chatter, conda). So a command
+goes over as one line every such shell reads alike: ``/bin/sh`` running a script carried as
+base64 (no quote, backslash or newline for tcsh or fish to read their way). The script prints a
+marker of our own, fresh per command, on stdout and stderr before the command and its exit
+status after it; only what lies between is the command's output. Whatever stands before the
+markers is the rc files' (kept as ``Result.chatter``, shown with ``-v`` and by ``doctor``).
+
+Sites where Slurm's commands are on ``PATH`` only in a login shell (``/etc/profile.d``): with
+``profile`` the script first sources ``/etc/profile`` and ``~/.profile``. A command that is
+"not found" without them is tried once with them, and that is remembered per login host.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .. import log, paths
+from .base import Result
+
+NOT_FOUND = 127  # a shell's exit status for a command it cannot find
+
+PROFILE = ('for __sp_f in /etc/profile "$HOME/.profile"; do [ -r "$__sp_f" ] && . "$__sp_f"; '
+           'done </dev/null >/dev/null 2>&1; ')
+
+Send = Callable[[str, "str | None"], Result]
+
+
+class Shell:
+    """How commands reach one login host's shell."""
+
+    def __init__(self, destination: str, profile: bool | None = None) -> None:
+        self.destination = destination
+        self.forced = profile  # the config's login_shell: True, False, or None (find out)
+        self._said_chatter = False
+
+    @property
+    def profile(self) -> bool:
+        if self.forced is not None:
+            return self.forced
+        return self._memo().exists()
+
+    def line(self, argv: Sequence[str], nonce: str = "", profile: bool | None = None) -> str:
+        """The command line for ssh: ``argv`` run by ``/bin/sh``, framed by ``nonce`` if given."""
+        script = PROFILE if (self.profile if profile is None else profile) else ""
+        if nonce:
+            script += (f"printf '%s\\n' {nonce}; printf '%s\\n' {nonce} >&2; {shlex.join(argv)}\n"
+                       f"__sp_s=$?; printf '\\n%s %s\\n' {nonce} \"$__sp_s\"; exit \"$__sp_s\"")
+        else:
+            script += "exec " + shlex.join(argv)
+        payload = binascii.b2a_base64(script.encode(), newline=False).decode()
+        return f"exec /bin/sh -c 'eval \"$(echo {payload} | base64 -d)\"'"
+
+    def run(self, send: Send, argv: Sequence[str], stdin: str | None = None) -> Result:
+        """``argv`` on the login node through ``send`` (line, stdin) → raw result; what the
+        command itself printed, and its exit status."""
+        res = self._framed(send, argv, stdin, None)
+        if res.returncode == NOT_FOUND and self.forced is None and not self.profile \
+                and "not found" in res.stderr:
+            retried = self._framed(send, argv, stdin, True)
+            if retried.returncode != NOT_FOUND:
+                log.info(f"{argv[0]} is on PATH on {self.destination} only in a login shell: "
+                         "slurm-proxy loads /etc/profile there from now on (login_shell = true)")
+                memo = self._memo()
+                paths.write_private(paths.private_dir(memo.parent) / memo.name, "")
+                return retried
+        return res
+
+    def _framed(self, send: Send, argv: Sequence[str], stdin: str | None, profile: bool | None) -> Result:
+        nonce = "slurm-proxy-" + os.urandom(9).hex()
+        res = unframe(send(self.line(argv, nonce, profile), stdin), nonce)
+        if res.chatter and not self._said_chatter:
+            self._said_chatter = True
+            log.debug(f"your login shell on {self.destination} printed before the command "
+                      f"(ignored; it breaks scp, sftp and rsync there): {shown_chatter(res.chatter)}")
+        return res
+
+    def _memo(self) -> Path:
+        """A file whose presence says: this host's Slurm needs a login shell's PATH."""
+        return paths.home() / "login-shell" / self.destination.encode().hex()
+
+
+def unframe(raw: Result, nonce: str) -> Result:
+    """The command's own stdout, stderr and exit status out of what the login shell sent; when
+    the markers are missing (the shell never ran our script) the raw result, as chatter."""
+    begin = nonce + "\n"
+    out, err = raw.stdout, raw.stderr
+    start = _line_at(out, begin)
+    if start < 0:
+        return Result(raw.returncode, "", err, chatter=out)
+    chatter, body = out[:start], out[start + len(begin):]
+    status = raw.returncode
+    end = body.rfind("\n" + nonce + " ")
+    if end >= 0:
+        word = body[end + len(nonce) + 2:].strip()
+        if word.isdigit():
+            status = int(word)
+        body = body[:end]
+    err_start = _line_at(err, begin)
+    if err_start >= 0:
+        chatter += err[:err_start]
+        err = err[err_start + len(begin):]
+    return Result(status, body, err, chatter=chatter)
+
+
+def _line_at(text: str, line: str) -> int:
+    """Where ``line`` (newline included) stands on a line of its own in ``text``, or -1."""
+    if text.startswith(line):
+        return 0
+    at = text.find("\n" + line)
+    return at + 1 if at >= 0 else -1
+
+
+def shown_chatter(text: str) -> str:
+    """What rc files printed, on one short line."""
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
