@@ -196,9 +196,9 @@ class Agent:
         for attempt in (1, 2):
             self._log_in(held, line, request)
             try:
-                if request["op"] == "exec":
-                    return held.login.open_exec(str(request["command"]))
-                return held.login.open_tcp(str(request["host"]), int(request["port"]))
+                if request["op"] == "exec":  # the login is made above, under the host's lock
+                    return held.login.open_exec(str(request["command"]), log_in=False)
+                return held.login.open_tcp(str(request["host"]), int(request["port"]), log_in=False)
             except LoginError as e:
                 if attempt == 2 or held.login.connected:
                     raise

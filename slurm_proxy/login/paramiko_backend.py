@@ -144,9 +144,10 @@ class ParamikoLogin:
         finally:
             source.close()
 
-    def open_exec(self, command: str) -> Any:
-        """A channel running ``command`` (one shell command line) on the login node."""
-        transport = self.connection()
+    def open_exec(self, command: str, log_in: bool = True) -> Any:
+        """A channel running ``command`` (one shell command line) on the login node (``log_in``:
+        logging in first if need be)."""
+        transport = self._transport_for(log_in)
         try:
             channel = transport.open_session(window_size=WINDOW, max_packet_size=PACKET,
                                              timeout=CHANNEL_TIMEOUT)
@@ -155,9 +156,9 @@ class ParamikoLogin:
             raise LoginError(self.destination, f"cannot run a command: {describe(e)}") from None
         return channel
 
-    def open_tcp(self, host: str, port: int) -> Any:
-        """A channel to ``host:port`` as the login node connects to it."""
-        transport = self.connection()
+    def open_tcp(self, host: str, port: int, log_in: bool = True) -> Any:
+        """A channel to ``host:port`` as the login node connects to it (``log_in``: as above)."""
+        transport = self._transport_for(log_in)
         log.debug(f"forward: {host}:{port} via {self.destination}")
         try:
             return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
@@ -168,6 +169,13 @@ class ParamikoLogin:
                              f"({str(e.text).lower()})") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise LoginError(self.destination, describe(e)) from None
+
+    def _transport_for(self, log_in: bool) -> Any:
+        """The open transport; a new login only with ``log_in`` (the agent logs in only under its
+        per-host lock, so a login lost since is a LoginError it logs in again for)."""
+        if log_in or self.connected:
+            return self.connection()
+        raise LoginError(self.destination, "connection lost")
 
     def _pumped(self, run: Callable[[], int]) -> int:
         """Run a pump; a connection that died under it is a LoginError, not an early EOF."""

@@ -18,7 +18,7 @@ import pytest
 
 from slurm_proxy import paths
 from slurm_proxy.errors import LoginError
-from slurm_proxy.login import agent, agent_server, prompt, wire
+from slurm_proxy.login import agent, agent_server, paramiko_backend, prompt, wire
 from slurm_proxy.login.pump import BytesSource
 
 CODE = "424242"
@@ -83,10 +83,10 @@ class FakeLogin:
         self.made.append(self.destination)
         self.connected = True
 
-    def open_exec(self, command: str) -> Pipe:
+    def open_exec(self, command: str, log_in: bool = True) -> Pipe:
         return Pipe(status=7 if "exit 7" in command else 0)
 
-    def open_tcp(self, host: str, port: int) -> Pipe:
+    def open_tcp(self, host: str, port: int, log_in: bool = True) -> Pipe:
         return Pipe(status=-1)
 
     def close(self) -> None:
@@ -246,3 +246,41 @@ def test_a_key_that_stays_wrong_is_not_tried_forever(home: Path, monkeypatch: py
     with pytest.raises(wire.Absent):
         wire.dial_agent(home)
     assert len(reads) == 2
+
+
+class DyingTransport:
+    """A paramiko transport whose first login's connection dies at once (the laptop slept)."""
+
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+    def is_active(self) -> bool:
+        return self.alive
+
+    def open_session(self, **kw: object) -> Pipe:
+        pipe = Pipe(status=0)
+        pipe.exec_command = lambda command: None  # type: ignore[attr-defined]
+        return pipe
+
+    def open_channel(self, *args: object, **kw: object) -> Pipe:
+        return Pipe(status=-1)
+
+    def close(self) -> None:
+        self.alive = False
+
+
+@pytest.mark.parametrize("op", ["exec", "tcp"])
+def test_a_login_lost_before_its_channel_is_made_again_under_the_hosts_login_lock(
+        server: agent_server.Agent, monkeypatch: pytest.MonkeyPatch, op: str) -> None:
+    logins: list[bool] = []  # per login: was the host's login lock held?
+
+    def connect(login: paramiko_backend.ParamikoLogin, config: object, target: object) -> DyingTransport:
+        logins.append(server.held[login.destination].logging_in.locked())
+        return DyingTransport(alive=len(logins) > 1)
+
+    monkeypatch.setattr(agent_server, "ParamikoLogin", paramiko_backend.ParamikoLogin)
+    monkeypatch.setattr(paramiko_backend.ParamikoLogin, "_connect", connect)
+    request = {"op": op, "command": "true", "host": "node1", "port": 22}
+    status = agent.AgentLogin("hpc", home=server.home)._relay(request, BytesSource(b""), list().append, None)
+    assert status == (0 if op == "exec" else -1)
+    assert logins == [True, True]
