@@ -77,11 +77,6 @@ def connect(alias: str) -> None:
     _run(proxy.connect, alias)
 
 
-def _profiles(names: tuple[str, ...]) -> list[config.Profile]:
-    cfg = config.load()
-    return [cfg.profile(n) for n in names]
-
-
 def _profile_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion: the configured profile names."""
     try:
@@ -122,8 +117,9 @@ def down(profiles: tuple[str, ...], all_: bool) -> None:
     def run() -> int:
         if bool(profiles) == all_:
             raise click.UsageError("name one or more profiles, or --all")
-        chosen = list(config.load().profiles.values()) if all_ else _profiles(profiles)
-        cancelled = manage.down(chosen)
+        cfg = config.load()
+        chosen = list(cfg.profiles.values()) if all_ else [cfg.profile(n) for n in profiles]
+        cancelled = manage.down(cfg, chosen)
         click.echo(f"cancelled {', '.join(cancelled)}" if cancelled else "nothing to cancel")
         return 0
 

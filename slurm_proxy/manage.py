@@ -7,7 +7,7 @@ from itertools import groupby
 from typing import NamedTuple
 
 from . import paths
-from .allocate import allocator, cancel_owned, login_to, owned_jobs
+from .allocate import allocator, cancel_owned, login_to, owned_jobs, trusted_by
 from .config import Config, Profile
 from .slurm import Job
 from .state import State
@@ -29,10 +29,11 @@ def up(cfg: Config, profile: Profile, wait: bool,
     return alloc.find_or_submit()[0]
 
 
-def down(profiles: Iterable[Profile]) -> list[str]:
-    """Cancel the jobs slurm-proxy submitted for ``profiles``: only those Slurm lists with our
-    name and comment *and* that the local state records. Returns the cancelled job ids."""
-    state = State(paths.home())
+def down(cfg: Config, profiles: Iterable[Profile]) -> list[str]:
+    """Cancel the jobs slurm-proxy submitted for ``profiles`` (of ``cfg``): only those Slurm lists
+    with our name and comment *and* that the local state records. Returns the cancelled job ids.
+    The known_hosts it rewrites holds only the keys ``cfg`` vouches for, as a connect's does."""
+    state = State(paths.home(), trust=trusted_by(cfg))
     cancelled = []
     for _, group in _by_cluster(profiles):
         login = login_to(group[0].cluster)

@@ -127,6 +127,21 @@ def test_down_cancels_only_recorded_jobs(run: Run, cfg_path: Path, login: Login)
     assert fake.calls[-1] == slurm.scancel_argv(["42"])
 
 
+def test_down_keeps_known_hosts_to_what_the_config_vouches_for(
+        run: Run, cfg_path: Path, login: Login) -> None:
+    """A record the config no longer makes (a removed profile) lends its node's keys to nobody,
+    also after ``down`` rewrites the state."""
+    from slurm_proxy.state import JobRecord, State
+
+    state = State(paths.home(), trust=allocate.trusted_by(config.load()))
+    state.record(JobRecord("42", "hpc.debug", 0.0, "slurm-debug", "node1", (ED,), login="hpc"))
+    state.record(JobRecord("41", "hpc.removed", 0.0, "slurm-removed", "node9", (ED,), login="hpc"))
+    assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
+    login(squeue=[out(job_line("42", "debug"), job_line("41", "removed"))], scancel=[out()])
+    assert run("down", "debug")[:2] == (0, "cancelled 42\n")
+    assert state.known_hosts.read_text() == ""
+
+
 def test_down_with_nothing_to_cancel(run: Run, cfg_path: Path, login: Login) -> None:
     login(squeue=[out()])
     assert run("down", "debug")[:2] == (0, "nothing to cancel\n")

@@ -281,6 +281,7 @@ def test_a_login_lost_before_its_channel_is_made_again_under_the_hosts_login_loc
     monkeypatch.setattr(agent_server, "ParamikoLogin", paramiko_backend.ParamikoLogin)
     monkeypatch.setattr(paramiko_backend.ParamikoLogin, "_connect", connect)
     request = {"op": op, "command": "true", "host": "node1", "port": 22}
-    status = agent.AgentLogin("hpc", home=server.home)._relay(request, BytesSource(b""), list().append, None)
+    out: list[bytes] = []
+    status = agent.AgentLogin("hpc", home=server.home)._relay(request, BytesSource(b""), out.append, None)
     assert status == (0 if op == "exec" else -1)
     assert logins == [True, True]
