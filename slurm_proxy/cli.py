@@ -131,9 +131,11 @@ def down(profiles: tuple[str, ...], all_: bool) -> None:
 def status(as_json: bool) -> None:
     """Each profile's job: id, state, node, time left, idle timeout."""
     def run() -> int:
-        rows = manage.status(config.load())
+        cfg = config.load()
+        rows = manage.status(cfg)
         if as_json:
             click.echo(json.dumps([r._asdict() for r in rows], indent=1))
+            _say_drift(cfg)
             return 0
         table = [("ALIAS", "JOB", "STATE", "NODE", "TIME LEFT", "IDLE CANCEL")]
         for r in rows:
@@ -147,9 +149,17 @@ def status(as_json: bool) -> None:
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        _say_drift(cfg)
         return 0
 
     _run(run)
+
+
+def _say_drift(cfg: config.Config) -> None:
+    """One stderr line when the installed block lists other profiles than the config has."""
+    differs = host_block.drift(cfg.prefix, cfg.profiles, host_block.default_path())
+    if differs:
+        log.info(f"{differs}: run `{host_block.FIX}`")
 
 
 @cli.command()
@@ -182,8 +192,20 @@ def init(login: str | None, cluster_name: str | None, non_interactive: bool, for
                               and click.confirm(f"{path} exists. Overwrite it?", err=True))
         first_config.write(path, proposal, overwrite)
         log.info(f"wrote {path} with profiles: {', '.join(proposal.profiles)}")
-        log.info(f"next: slurm-proxy ssh-config --install, then ssh {config.DEFAULT_PREFIX}"
-                 f"{proposal.profiles[0]}")
+        first = f"ssh {config.DEFAULT_PREFIX}{proposal.profiles[0]}"
+        ssh_path = host_block.default_path()
+        if host_block.split(host_block.read(ssh_path))[1] is None:
+            log.info(f"next: slurm-proxy ssh-config --install, then {first}")
+            return 0
+        # A block is installed (the README installs it first): it lists the new profiles now.
+        command = host_block.self_command()
+        if host_block.ephemeral(command[0]):
+            log.info(f"next: {host_block.FIX} from slurm-proxy installed for good, then {first}")
+            return 0
+        _, listing = host_block.install_listing(ssh_path, config.DEFAULT_PREFIX, proposal.profiles,
+                                                command, State(paths.home()).known_hosts)
+        _own_hosts(listing, ssh_path)
+        log.info(f"the slurm-proxy block in {ssh_path} lists them; next: {first}")
         return 0
 
     _run(run)
@@ -210,15 +232,18 @@ def doctor(profile: str | None, allocate: bool, node: bool) -> None:
 
 @cli.command("ssh-config")
 @click.option("--install", is_flag=True, help="Write the block into ~/.ssh/config (backup kept).")
-@click.option("--file", "path", type=click.Path(path_type=Path), default=Path.home() / ".ssh" / "config",
+@click.option("--file", "path", type=click.Path(path_type=Path), default=host_block.default_path(),
               show_default=True, help="The ssh config file for --install.")
 def ssh_config(install: bool, path: Path) -> None:
-    """Print (or --install) the Host block that sends slurm-* aliases through slurm-proxy."""
+    """Print (or --install) the Host block that sends slurm-* aliases through slurm-proxy, with a
+    Host line per profile (which VS Code's Remote Explorer lists)."""
     def run() -> int:
         try:
-            prefix = config.load().prefix
+            cfg: config.Config | None = config.load()
         except SlurmProxyError:
-            prefix = config.DEFAULT_PREFIX
+            if install and config.config_path().exists():  # the block would lose its profiles
+                raise
+            cfg = None
         command = host_block.self_command()
         ephemeral = host_block.ephemeral(command[0])
         if ephemeral and install:
@@ -226,16 +251,30 @@ def ssh_config(install: bool, path: Path) -> None:
                                        "slurm-proxy for good first (pipx install / uv tool install)")
         if ephemeral:
             log.info(f"warning: {command[0]} is {ephemeral}; the block below will stop working")
-        block = host_block.host_block(prefix, command, State(paths.home()).known_hosts)
+        prefix = cfg.prefix if cfg else config.DEFAULT_PREFIX
+        profiles = list(cfg.profiles) if cfg else []
+        known_hosts = State(paths.home()).known_hosts
         if not install:
-            click.echo(block, nl=False)
-        elif host_block.install(block, path):
-            log.info(f"installed the {prefix}* block in {path}")
+            listing = host_block.listing(prefix, profiles, host_block.read(path))
+            click.echo(host_block.host_block(prefix, command, known_hosts, aliases=listing.aliases),
+                       nl=False)
+            return 0
+        changed, listing = host_block.install_listing(path, prefix, profiles, command, known_hosts)
+        _own_hosts(listing, path)
+        if changed:
+            log.info(f"installed the {prefix}* block in {path}"
+                     + (f", listing {', '.join(listing.aliases)}" if listing.aliases else ""))
         else:
             log.info(f"{path} already has this block")
         return 0
 
     _run(run)
+
+
+def _own_hosts(listing: host_block.Listing, path: Path) -> None:
+    for alias in listing.own:
+        log.info(f"{alias} has a Host line of yours in {path}: not listed again in the block "
+                 "(the pattern still sends it through slurm-proxy)")
 
 
 @cli.command()

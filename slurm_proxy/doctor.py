@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import config, node_doctor, paths
+from . import config, host_block, node_doctor, paths
 from .allocate import login_to
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
@@ -16,7 +16,9 @@ from .login import OpenSSHLogin, find_ssh
 from .node_doctor import Check
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
-VSCODE_MIN_TIMEOUT = 60
+# A connect shorter than this is cut while a job waits in a queue of any use (ssh's ConnectTimeout
+# also bounds the banner exchange through a ProxyCommand; VS Code passes its connectTimeout as it).
+QUEUE_FLOOR = 60
 
 
 def run_checks(profile_name: str | None, allocate: bool, node: bool = False) -> Iterator[Check]:
@@ -35,11 +37,13 @@ def run_checks(profile_name: str | None, allocate: bool, node: bool = False) -> 
         yield Check("profile", False, str(e))
         return
 
+    ssh: str | None = None
     try:
         ssh = find_ssh()
         version = subprocess.run([ssh, "-V"], capture_output=True, text=True).stderr.strip()
         yield Check("ssh client", True, f"{ssh}: {version}")
     except (SlurmProxyError, OSError) as e:
+        ssh = None
         needed = any(p.cluster.backend == "openssh" for p in profiles)
         yield Check("ssh client", False if needed else None, str(e),
                     "install OpenSSH" if needed else "the login connection will use paramiko")
@@ -49,7 +53,12 @@ def run_checks(profile_name: str | None, allocate: bool, node: bool = False) -> 
     for cluster in sorted({p.cluster for p in profiles}):
         yield from _check_cluster(cluster)
 
-    yield _check_vscode(any(p.pending_timeout > 15 for p in profiles))
+    yield _check_block(cfg)
+    if ssh is not None:
+        for p in profiles:
+            yield from _check_ssh_options(ssh, cfg.prefix, p)
+    yield _check_vscode(any(p.pending_timeout > 15 for p in profiles),
+                        profile_name if profile_name else "PROFILE")
 
     if allocate:
         for p in profiles:
@@ -87,6 +96,52 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
                         "nothing to do; on Windows the default backend, the agent, asks once per login host")
 
 
+def _check_block(cfg: config.Config) -> Check:
+    """Does the installed Host block list the config's profiles (Remote Explorer shows those)?"""
+    path = host_block.default_path()
+    if host_block.split(host_block.read(path))[1] is None:
+        return Check("Host block", None, f"no slurm-proxy block in {path}", host_block.FIX)
+    differs = host_block.drift(cfg.prefix, cfg.profiles, path)
+    return Check("Host block", None if differs else True,
+                 differs or f"{path} lists every profile", host_block.FIX if differs else "")
+
+
+def ssh_options(ssh: str, alias: str) -> dict[str, str]:
+    """The options ssh would use for ``alias`` (``ssh -G``: every config file, first value wins),
+    lowercase keys as ssh prints them; {} if ssh says nothing."""
+    proc = subprocess.run([ssh, "-G", "--", alias], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=30)
+    options: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        options.setdefault(key.lower(), value)
+    return options
+
+
+def _check_ssh_options(ssh: str, prefix: str, profile: config.Profile) -> Iterator[Check]:
+    """What ``ssh ALIAS`` will do: go through slurm-proxy, and wait long enough for a queue."""
+    alias = prefix + profile.name
+    options = ssh_options(ssh, alias)
+    if not options:
+        yield Check(f"ssh -G {alias}", None, "this ssh prints no options (OpenSSH before 6.8?)")
+        return
+    proxy = options.get("proxycommand", "none")
+    ours = "slurm-proxy" in proxy or "slurm_proxy" in proxy
+    yield Check(f"ssh -G {alias}", ours, f"ProxyCommand {proxy}", "" if ours else
+                f"{host_block.FIX} (its block must come before any other Host that sets a "
+                f"ProxyCommand for {alias})")
+    timeout = options.get("connecttimeout", "none")
+    wait = min(QUEUE_FLOOR, profile.pending_timeout)
+    if timeout.isdigit() and int(timeout) < wait:
+        yield Check(f"ConnectTimeout for {alias}", None,
+                    f"ssh -G {alias} says ConnectTimeout {timeout} s, shorter than a queue wait "
+                    f"({wait} s): a cold connect is cut with 'Connection timed out during banner "
+                    "exchange' while the job is pending",
+                    f"run `slurm-proxy up {profile.name}` before connecting (then the node answers "
+                    f"at once), or set a longer ConnectTimeout for {prefix}* ahead of the one that "
+                    f"sets {timeout}")
+
+
 def vscode_settings_files() -> list[Path]:
     return [paths.user_dir("apps") / app / "User" / "settings.json"
             for app in ("Code", "Code - Insiders", "VSCodium")]
@@ -99,7 +154,7 @@ def _strip_jsonc(text: str) -> str:
     return re.sub(r",(\s*[}\]])", r"\1", text)
 
 
-def _check_vscode(may_queue: bool) -> Check:
+def _check_vscode(may_queue: bool, profile: str = "PROFILE") -> Check:
     name = "VS Code connectTimeout"
     found = [f for f in vscode_settings_files() if f.is_file()]
     if not found:
@@ -109,10 +164,10 @@ def _check_vscode(may_queue: bool) -> Check:
     except (OSError, ValueError) as e:
         return Check(name, None, f"cannot read {found[0]}: {e}")
     timeout = settings.get("remote.SSH.connectTimeout", 15) if isinstance(settings, dict) else 15
-    if isinstance(timeout, (int, float)) and timeout < VSCODE_MIN_TIMEOUT and may_queue:
+    if isinstance(timeout, (int, float)) and timeout < QUEUE_FLOOR and may_queue:
         return Check(name, None, f"remote.SSH.connectTimeout is {timeout} s in {found[0]}: a queued "
                      "job will make VS Code give up", '"remote.SSH.connectTimeout": 300, or run '
-                     "`slurm-proxy up PROFILE` before connecting")
+                     f"`slurm-proxy up {profile}` before connecting")
     return Check(name, True, f"{timeout} s")
 
 

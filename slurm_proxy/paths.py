@@ -47,16 +47,21 @@ def home() -> Path:
     return user_dir("state") / "slurm-proxy"
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with a file that is 0600 from its creation on."""
+def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically with a file that is 0600 from its creation on (``mode`` once
+    written: a file whose mode is the user's to keep). Bytes are written as they are."""
     import tempfile
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        # Text in the platform's text mode (as before); bytes untouched.
+        with os.fdopen(fd, "wb") if isinstance(text, bytes) else \
+                os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)  # type: ignore[arg-type]  # bytes to "wb", str to "w"
             f.flush()
             os.fsync(f.fileno())
+        if mode != 0o600:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -6,6 +6,7 @@ import os
 import shlex
 import stat
 import subprocess
+import sys
 from pathlib import Path, PurePath, PureWindowsPath
 
 import pytest
@@ -30,8 +31,8 @@ def mode(path: Path) -> int:
 def test_host_block_exact() -> None:
     assert block() == (
         f"{BEGIN}\n"
-        "Host slurm-*\n"
-        "    ProxyCommand /usr/local/bin/slurm-proxy %h\n"
+        "Host slurm-* \"!*'*\"\n"
+        "    ProxyCommand /usr/local/bin/slurm-proxy '%h'\n"
         '    UserKnownHostsFile "/home/me/.local/state/slurm-proxy/known_hosts"\n'
         "    CheckHostIP no\n"
         "    ServerAliveInterval 30\n"
@@ -52,7 +53,7 @@ def test_host_block_exact() -> None:
 )
 def test_host_block_quotes_and_escapes_the_command(command: list[str], shown: str) -> None:
     text = block(command=command)
-    assert f"    ProxyCommand {shown} %h\n" in text
+    assert f"    ProxyCommand {shown} '%h'\n" in text
     # What ssh runs, once it has turned %% into %, is the command again, word for word.
     proxy_line = next(ln for ln in text.splitlines() if "ProxyCommand" in ln)
     words = shlex.split(proxy_line.split("ProxyCommand ", 1)[1].replace("%%", "%"))
@@ -73,7 +74,7 @@ def test_host_block_quotes_and_escapes_the_known_hosts_file(known_hosts: Path, s
 
 
 def test_host_block_prefix() -> None:
-    assert "\nHost hpc-*\n" in block(prefix="hpc-")
+    assert "\nHost hpc-* \"!*'*\"\n" in block(prefix="hpc-")
 
 
 def test_host_block_ends_by_matching_all_hosts_again() -> None:
@@ -103,7 +104,7 @@ def test_install_into_an_existing_file(tmp_path: Path) -> None:
     path.chmod(0o644)
     assert host_block.install(block(), path) is True
     assert path.read_text() == block() + USER_CONFIG
-    assert mode(path) == 0o600
+    assert mode(path) == 0o644  # the user's file keeps its mode
     backup = tmp_path / "config.slurm-proxy.bak"
     assert backup.read_text() == USER_CONFIG
     assert mode(backup) == 0o600
@@ -200,7 +201,9 @@ MAC_SPACE = "/Users/Jane Doe/.local/bin/slurm-proxy"
 )
 def test_the_proxy_command_is_quoted_for_the_platform(command: list[str], windows: bool, line: str) -> None:
     assert host_block.command_line(command, windows) == line
-    assert f"    ProxyCommand {line} %h\n" in host_block.host_block("slurm-", command, Path("/k"), windows)
+    host = '"%h"' if windows else "'%h'"
+    text = host_block.host_block("slurm-", command, Path("/k"), windows)
+    assert f"    ProxyCommand {line} {host}\n" in text
 
 
 ROUND_TRIP = [
@@ -248,7 +251,8 @@ def test_the_known_hosts_file_is_double_quoted_on_both(
     assert f"    UserKnownHostsFile {shown}\n" in text
 
 
-@pytest.mark.parametrize(("os_name", "line"), [("nt", f'"{WIN_SPACE}"'), ("posix", f"'{WIN_SPACE}'")])
+@pytest.mark.parametrize(("os_name", "line"), [("nt", f'"{WIN_SPACE}" "%h"'),
+                                               ("posix", f"'{WIN_SPACE}' '%h'")])
 def test_the_platform_is_this_one_unless_told(
         monkeypatch: pytest.MonkeyPatch, os_name: str, line: str) -> None:
     known = Path("/k")  # made before os.name changes: pathlib reads it
@@ -256,8 +260,8 @@ def test_the_platform_is_this_one_unless_told(
         m.setattr(os, "name", os_name)
         shown = host_block.command_line([WIN_SPACE])
         text = host_block.host_block("s-", [WIN_SPACE], known)
-    assert shown == line
-    assert f"    ProxyCommand {line} %h\n" in text
+    assert line.startswith(shown + " ")
+    assert f"    ProxyCommand {line}\n" in text
 
 
 def _windows_split(line: str) -> list[str]:
@@ -290,3 +294,138 @@ def _windows_split(line: str) -> list[str]:
             word, started = word + c, True
         i += 1
     return [*words, word] if started else words
+
+
+# --- a Host per profile, kept in step with the config -----------------------------------------
+
+def listed_block(aliases: list[str], prefix: str = "slurm-") -> str:
+    return host_block.host_block(prefix, CMD, KNOWN, False, aliases)
+
+
+def test_each_alias_has_a_host_of_its_own_naming_itself() -> None:
+    assert listed_block(["slurm-cpu", "slurm-GPU2"]) == (
+        f"{BEGIN}\n"
+        "Host slurm-cpu\n"
+        "    ProxyCommand /usr/local/bin/slurm-proxy slurm-cpu\n"
+        "Host slurm-GPU2\n"  # as written: ssh would lower the case of %h
+        "    ProxyCommand /usr/local/bin/slurm-proxy slurm-GPU2\n"
+    ) + block().split("\n", 1)[1]  # then the pattern, as without a profile
+
+
+def test_a_windows_block_lists_the_same_hosts_for_its_ssh() -> None:
+    text = host_block.host_block("slurm-", [WIN_SPACE], PureWindowsPath(r"C:\Users\j\kh"), True,
+                                 ["slurm-cpu"])
+    lines = text.splitlines()
+    assert lines[1:4] == ["Host slurm-cpu", f'    ProxyCommand "{WIN_SPACE}" slurm-cpu',
+                          "Host slurm-* \"!*'*\""]
+    assert _windows_split(lines[2].split("ProxyCommand ", 1)[1]) == [WIN_SPACE, "slurm-cpu"]
+    # %h stands in double quotes: a name with blanks stays one word for CreateProcess.
+    pattern_command = lines[4].split("ProxyCommand ", 1)[1]
+    assert _windows_split(pattern_command.replace("%h", "slurm-x & calc")) == [WIN_SPACE, "slurm-x & calc"]
+
+
+USER_HOSTS = "Host hpc\n    User me\nHost slurm-own other *.example.org !slurm-not\n    User you\n"
+
+
+def test_listing_leaves_out_an_alias_the_user_names_outside_the_block() -> None:
+    text = listed_block(["slurm-a", "slurm-own"]) + USER_HOSTS
+    assert host_block.listing("slurm-", ["a", "own", "new"], text) == \
+        host_block.Listing(["slurm-a", "slurm-new"], ["slurm-own"])
+    assert host_block.host_names(USER_HOSTS) == ["hpc", "slurm-own", "other"]
+
+
+def test_install_follows_the_config_one_block_user_lines_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    before, after = "# mine\r\nHost a\n  User x  \n\n", "Host *\n    ConnectTimeout 10\n\xe9t\xe9\n"
+    path.write_bytes(before.encode() + after.encode("latin-1"))  # not UTF-8, and mixed line ends
+    for names in (["a", "b"], ["a", "b", "c"], ["c"], []):
+        changed, listed = host_block.install_listing(path, "slurm-", names, CMD, KNOWN)
+        assert changed and listed.aliases == [f"slurm-{n}" for n in names]
+        data = path.read_bytes()
+        assert data.count(BEGIN.encode()) == 1
+        assert data.endswith(before.encode() + after.encode("latin-1"))
+        assert host_block.host_names(host_block.split(host_block.read(path))[1] or "") == listed.aliases
+    assert host_block.install_listing(path, "slurm-", [], CMD, KNOWN)[0] is False
+
+
+def test_install_keeps_crlf_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_bytes(b"Host hpc\r\n    User me\r\n")
+    host_block.install(listed_block(["slurm-a"]), path)
+    data = path.read_bytes()
+    assert data == listed_block(["slurm-a"]).replace("\n", "\r\n").encode() + b"Host hpc\r\n    User me\r\n"
+    host_block.install(listed_block(["slurm-b"]), path)  # found again and replaced, not added
+    assert path.read_bytes().count(BEGIN.encode()) == 1 and b"slurm-b\r\n" in path.read_bytes()
+
+
+def test_the_backup_is_the_previous_file_one_replaced_each_time(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(USER_CONFIG)
+    host_block.install(listed_block(["slurm-a"]), path)
+    first = path.read_bytes()
+    host_block.install(listed_block(["slurm-b"]), path)
+    assert (tmp_path / "config.slurm-proxy.bak").read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.slurm-proxy.bak"]
+
+
+@pytest.mark.parametrize(
+    ("names", "prefix", "said"),
+    [
+        (["a", "b"], "slurm-", ""),
+        (["a", "b", "c"], "slurm-", "lacks slurm-c"),
+        (["a"], "slurm-", "still lists slurm-b"),
+        (["a", "c"], "slurm-", "lacks slurm-c and still lists slurm-b"),
+        (["a", "b"], "hpc-",
+         "lacks hpc-a, hpc-b and still lists slurm-a, slurm-b and sends slurm-*, not hpc-*"),
+        (["a", "b", "own"], "slurm-", ""),  # the user's own Host line lists it
+    ],
+)
+def test_drift_says_how_the_block_differs(tmp_path: Path, names: list[str], prefix: str, said: str) -> None:
+    path = tmp_path / "config"
+    path.write_text(listed_block(["slurm-a", "slurm-b"]) + USER_HOSTS)
+    line = host_block.drift(prefix, names, path)
+    assert line == (f"the slurm-proxy block in {path} {said}" if said else "")
+
+
+def test_no_block_is_no_drift(tmp_path: Path) -> None:
+    assert host_block.drift("slurm-", ["a"], tmp_path / "none") == ""
+    (tmp_path / "config").write_text(USER_HOSTS)
+    assert host_block.drift("slurm-", ["a"], tmp_path / "config") == ""
+
+
+# --- a crafted host name never reaches a shell (issue #24) --------------------------------------
+
+PWNED = "/tmp/slurm-proxy-unit-pwned"
+CRAFTED = [
+    f"slurm-x$(touch {PWNED})",
+    f"slurm-x`touch {PWNED}`",
+    f"slurm-x;touch {PWNED}",
+    f"slurm-x|touch {PWNED}",
+    f"slurm-x&&touch {PWNED}",
+    f"slurm-x\ntouch {PWNED}",
+    f"slurm-x';touch {PWNED};'",  # ends single quotes: kept out of the pattern instead
+    f"slurm-x' $(touch {PWNED}) '",
+]
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_a_crafted_name_runs_nothing_with_an_openssh_older_than_9_6(tmp_path: Path, name: str) -> None:
+    """An OpenSSH before 9.6 takes any host name from its command line (a git submodule URL).
+    The block is read by another implementation's parser (paramiko's, which expands %h as ssh
+    does), and the command it gives runs as ssh runs it: ``$SHELL -c "exec <command>"``. The
+    name reaches slurm-proxy as one word, or does not match the pattern at all."""
+    import paramiko
+
+    Path(PWNED).unlink(missing_ok=True)
+    argv_of = tmp_path / "argv"
+    command = [sys.executable, "-c", f"import sys; open({str(argv_of)!r}, 'w').write(repr(sys.argv[1:]))"]
+    found = paramiko.SSHConfig.from_text(host_block.host_block("slurm-", command, KNOWN, False, ["slurm-a"]))
+    proxy = found.lookup(name).get("proxycommand")
+    if proxy is None:
+        assert "'" in name  # the one character single quotes cannot hold keeps it out
+    else:
+        subprocess.run(["/bin/sh", "-c", f"exec {proxy}"], check=False, timeout=30)
+        assert argv_of.read_text() == repr([name])
+    assert not Path(PWNED).exists()
+    # ...and the alias on the pattern's line is a single-quoted %h, as real ssh reads the block.
+    assert found.lookup("slurm-b")["proxycommand"].endswith(" 'slurm-b'")
