@@ -13,11 +13,17 @@ from slurm_proxy.config import MODES, Cluster, Profile
 HOSTILE = ["node1", "$(touch /tmp/pwned)", "node1; rm -rf ~", "`id`", "-oProxyCommand=x", "a'b\"c", "n\nx"]
 
 
+def scripts_in(argv: list[str]) -> list[str]:
+    """The scripts an argv hands to a shell: the word after each ``-c``."""
+    return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == "-c"]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_scripts_are_valid_bash(mode: str) -> None:
     profile = Profile("debug", Cluster("hpc", "hpc"), mode=mode)
-    for script in (jobscript.batch_script(profile), jobscript.node_check_argv(mode, "n", "1")[2],
-                   jobscript.srun_argv("1")[-4]):
+    check, srun = scripts_in(jobscript.node_check_argv(mode, "n", "1")), scripts_in(jobscript.srun_argv("1"))
+    assert any("sp_hostkey()" in s for s in check) and any('sp_sshd "$@"' in s for s in srun)
+    for script in (jobscript.batch_script(profile), *check, *srun):
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
 

@@ -5,10 +5,10 @@ through the cluster, tests/integration/test_agent.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import os
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,8 +72,30 @@ def impostor(line: wire.Wire, key: bytes) -> None:
     line.send(wire.ANSWER, os.urandom(32))
 
 
+class Serving:
+    """A scripted agent's thread; ``done()`` waits for it to finish and raises what failed in it
+    (a script's own assertion)."""
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(run,), daemon=True)
+        self.thread.start()
+
+    def _run(self, run: Callable[[], None]) -> None:
+        try:
+            run()
+        except BaseException as e:  # handed to the test by done()
+            self.failed = e
+
+    def done(self, timeout: float = 5.0) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the scripted agent did not finish within {timeout} s"
+        if self.failed is not None:
+            raise self.failed
+
+
 def serve_once(where: str, key: bytes, script: Callable[[wire.Wire], None],
-               prove: Callable[[wire.Wire, bytes], None] = wire.challenge) -> threading.Thread:
+               prove: Callable[[wire.Wire, bytes], None] = wire.challenge) -> Serving:
     """A listener at ``where`` that proves ``key`` to one connect and then runs ``script``."""
     listener = wire.listen(where)
 
@@ -83,14 +105,12 @@ def serve_once(where: str, key: bytes, script: Callable[[wire.Wire], None],
             prove(line, key)
             script(line)
         except (wire.Stranger, EOFError, OSError):
-            pass
+            pass  # the connect hung up, or was refused: what the test looks at is its side
         finally:
             line.close()
             listener.close()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    return Serving(run)
 
 
 @pytest.fixture
@@ -113,29 +133,29 @@ def test_a_socket_file_with_no_agent_behind_it_is_absent(where: str) -> None:
 
 
 def test_both_ends_holding_the_key_talk(where: str) -> None:
-    thread = serve_once(where, KEY, lambda line: line.send(wire.READY, line.recv()[1]))
+    serving = serve_once(where, KEY, lambda line: line.send(wire.READY, line.recv()[1]))
     line = wire.dial(where, KEY)
     line.send(wire.REQUEST, b"hello")
     assert line.recv() == (wire.READY, b"hello")
     line.close()
-    thread.join(5)
+    serving.done()
 
 
 def test_an_agent_without_the_key_is_not_talked_to(where: str) -> None:
     heard: list[bytes] = []
-    thread = serve_once(where, KEY, lambda line: heard.append(line.recv()[1]), prove=impostor)
+    serving = serve_once(where, KEY, lambda line: heard.append(line.recv()[1]), prove=impostor)
     with pytest.raises(wire.Stranger, match="the agent does not hold the key"):
         wire.dial(where, KEY)
-    thread.join(5)
+    serving.done()
     assert heard == []  # the connect said nothing after the agent failed its proof
 
 
 def test_a_connect_without_the_key_is_not_served(where: str) -> None:
     served: list[bytes] = []
-    thread = serve_once(where, KEY, lambda line: served.append(b"served"))
+    serving = serve_once(where, KEY, lambda line: served.append(b"served"))
     with pytest.raises(wire.Absent):  # the agent hangs up: to the connect, nobody is there
         wire.dial(where, b"a guess")
-    thread.join(5)
+    serving.done()
     assert served == []
 
 
@@ -158,9 +178,9 @@ def scripted(home: Path, script: Callable[[wire.Wire, dict[str, object]], None])
 
     where = wire.address(home)
     Path(where).parent.mkdir(mode=0o700, exist_ok=True)
-    thread = serve_once(where, KEY, run)
+    serving = serve_once(where, KEY, run)
     yield
-    thread.join(5)
+    serving.done()
 
 
 def test_run_gets_the_status_stdout_and_stderr_and_sends_stdin(home: Path) -> None:

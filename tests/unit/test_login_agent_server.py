@@ -118,21 +118,27 @@ def home(server: agent_server.Agent) -> Path:
 
 
 class Typist:
-    """The user at the connects' terminals: what they were asked, and the code they type."""
+    """The user at the connects' terminals: what they were asked, and the code they type once
+    ``together`` connects are at the agent (so that they all arrive during the login)."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: agent_server.Agent) -> None:
+        self.server = server
         self.asked: list[str] = []
         self.code = CODE
+        self.together = 1
 
     def ask(self, text: str, echo: bool = False) -> str:
         self.asked.append(text)
-        time.sleep(0.3)  # a moment's typing, while other connects arrive
+        deadline = time.monotonic() + 10
+        while sum(held.channels for held in self.server.held.values()) < self.together:
+            assert time.monotonic() < deadline, f"{self.together} connects never came together"
+            time.sleep(0.01)
         return self.code
 
 
 @pytest.fixture
-def user(monkeypatch: pytest.MonkeyPatch) -> Typist:
-    typist = Typist()
+def user(server: agent_server.Agent, monkeypatch: pytest.MonkeyPatch) -> Typist:
+    typist = Typist(server)
     monkeypatch.setattr(prompt, "ask", typist.ask)
     return typist
 
@@ -143,6 +149,7 @@ def run(home: Path, command: str, stdin: str = "") -> tuple[int, str]:
 
 
 def test_connects_at_once_share_one_login_and_one_question(home: Path, user: Typist) -> None:
+    user.together = 4
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda i: run(home, "cat", f"hello {i}"), range(4)))
     assert results == [(0, f"hello {i}") for i in range(4)]
@@ -154,12 +161,13 @@ def test_connects_at_once_share_one_login_and_one_question(home: Path, user: Typ
 def test_a_failed_login_fails_the_connects_that_waited_for_it_without_asking_again(
         home: Path, user: Typist) -> None:
     user.code = "000000"
+    user.together = 4
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(run, home, "true") for _ in range(4)]
     errors = [f.exception() for f in futures]
     assert all(isinstance(e, LoginError) and "permission denied" in str(e) for e in errors), errors
     assert len(user.asked) == 1 and FakeLogin.made == []
-    user.code = CODE  # a later connect asks again, and gets in
+    user.code, user.together = CODE, 1  # a later connect asks again, and gets in
     assert run(home, "true") == (0, "")
     assert len(user.asked) == 2
 

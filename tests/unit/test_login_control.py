@@ -26,7 +26,9 @@ def test_limits(platform: str, limit: int) -> None:
 def test_a_short_state_dir_keeps_the_socket() -> None:
     path = control.socket_path("hpc", Path("/home/me/.local/state/slurm-proxy"), "darwin", uid=501)
     assert path.parent == Path("/home/me/.local/state/slurm-proxy/cm")
-    assert len(path.name) == 16 and int(path.name, 16) >= 0
+    assert path.name == control.short_name("hpc") == "42010a9e027e013c"  # crc32 + adler32: stable
+    other = control.socket_path("hpc2", Path("/home/me/.local/state/slurm-proxy"), "darwin", uid=501)
+    assert other.parent == path.parent and other.name != path.name
 
 
 @pytest.mark.parametrize("platform", ["darwin", "linux"])
