@@ -9,16 +9,20 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__, config, first_config, host_block, log, manage, paths, proxy, slurm
 from .allocate import ChangeReporter
+from .defaults import AGENT_IDLE
 from .doctor import run_checks
 from .errors import SlurmProxyError, run_reporting
-from .login import agent as agent_login
-from .login import open_login
+from .login import agent_status, open_login, serve_agent, start_agent, stop_agent
 from .state import State
+
+if TYPE_CHECKING:
+    from .login import AgentStatus
 
 
 def main(args: list[str]) -> int:
@@ -292,16 +296,14 @@ def agent(show: bool, stop: bool, foreground: bool, idle: int | None) -> None:
             raise click.UsageError("choose one of --status, --stop, --foreground")
         home = paths.home()
         if foreground:
-            from .login.agent_server import serve
-
-            return serve(home, idle or _agent_idle())
+            return serve_agent(home, idle or _agent_idle())
         if stop:
-            held = agent_login.stop(home)
+            held = stop_agent(home)
             click.echo(f"stopped the agent (pid {held.pid})" if held else "no agent is running")
             return 0
         if not show:
-            agent_login.connect(home, idle or _agent_idle()).close()
-        held = agent_login.status(home)
+            start_agent(home, idle or _agent_idle())
+        held = agent_status(home)
         click.echo(_agent_lines(held) if held else "no agent is running")
         return 0
 
@@ -312,10 +314,10 @@ def _agent_idle() -> int:
     try:
         return max(c.agent_idle for c in config.load().clusters.values())
     except SlurmProxyError:
-        return agent_login.DEFAULT_IDLE
+        return AGENT_IDLE
 
 
-def _agent_lines(held: agent_login.AgentStatus) -> str:
+def _agent_lines(held: AgentStatus) -> str:
     import time
 
     def ago(since: float) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from . import config_file, paths
+from .defaults import AGENT_IDLE
 from .errors import BadAlias, ConfigError, UnknownProfile
 from .slurm import parse_duration
 
@@ -56,7 +57,7 @@ class Cluster(NamedTuple):
     login: str
     mode: str = "adopt"  # how a session reaches the job: see MODES
     backend: str = ""  # how slurm-proxy reaches the login node; "" = openssh (Windows: agent)
-    agent_idle: int = 600  # seconds the agent keeps a login that no connect uses
+    agent_idle: int = AGENT_IDLE  # seconds the agent keeps a login that no connect uses
     keyscan: bool = False  # ask ssh-keyscan on the login node when it knows no key for a node
     # Slurm's commands need a login shell's PATH (/etc/profile); None: found out when one is
     # "not found", and remembered
@@ -310,7 +311,7 @@ class _Reader:
             if not valid_login(login):
                 raise self.error(f"[{where}] needs login = \"<ssh destination>\" "
                                  "(a host name or ~/.ssh/config alias)", where, "login")
-            agent_idle = self.seconds(body.get("agent_idle", 600), where, "agent_idle")
+            agent_idle = self.seconds(body.get("agent_idle", AGENT_IDLE), where, "agent_idle")
             if agent_idle < 1:
                 raise self.error("agent_idle = 0: the agent needs at least 1 second", where, "agent_idle")
             clusters[name] = Cluster(name=name, login=str(login), mode=body.get("mode", "adopt"),

@@ -8,15 +8,22 @@ only when they are chosen, so the default path never pays for paramiko.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..defaults import AGENT_IDLE
 from ..errors import LoginError
 from .base import Login, Result, no_exec
 from .openssh import OpenSSHLogin, find_ssh
 
-__all__ = ["Login", "OpenSSHLogin", "Result", "find_ssh", "no_exec", "open_login"]
+if TYPE_CHECKING:  # for annotations: the agent's module is imported only when used
+    from .agent import AgentStatus as AgentStatus
+
+__all__ = ["Login", "OpenSSHLogin", "Result", "agent_status", "find_ssh", "no_exec", "open_login",
+           "serve_agent", "start_agent", "stop_agent"]
 
 
-def open_login(destination: str, backend: str = "", agent_idle: int = 600,
+def open_login(destination: str, backend: str = "", agent_idle: int = AGENT_IDLE,
                login_shell: bool | None = None) -> Login:
     """The login connection. By default the system ``ssh`` with connection sharing; on Windows,
     whose OpenSSH shares no connection, the agent, which logs in once per login host for every
@@ -36,6 +43,36 @@ def open_login(destination: str, backend: str = "", agent_idle: int = 600,
     from .paramiko_backend import ParamikoLogin
 
     return ParamikoLogin(destination, login_shell=login_shell)
+
+
+# The login agent, for the `agent` command: each imported only when asked for.
+
+def agent_status(home: Path) -> AgentStatus | None:
+    """What the running agent of the state directory ``home`` holds; None when none runs."""
+    from . import agent
+
+    return agent.status(home)
+
+
+def start_agent(home: Path, idle: int = AGENT_IDLE) -> None:
+    """Start the agent unless it runs."""
+    from . import agent
+
+    agent.connect(home, idle).close()
+
+
+def stop_agent(home: Path) -> AgentStatus | None:
+    """Stop the running agent; what it held, or None when none ran."""
+    from . import agent
+
+    return agent.stop(home)
+
+
+def serve_agent(home: Path, idle: int = AGENT_IDLE) -> int:
+    """Be the agent, in this process, until it exits."""
+    from .agent_server import serve
+
+    return serve(home, idle)
 
 
 def windows() -> bool:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import log, paths
+from ..defaults import AGENT_IDLE
 from ..errors import LoginError, SlurmProxyError
 from . import prompt, wire
 from .base import Result
 from .pump import BytesSource, Source, fd_writer, pump, stdin_source
 from .remote import Shell
 
-DEFAULT_IDLE = 600  # seconds the agent keeps a login no connect uses (ssh's ControlPersist 10m)
 START_TIMEOUT = 20.0  # seconds for a new agent to listen
 LOG_MAX = 1 << 20  # bytes of agent.log kept when a new agent starts
 
@@ -43,7 +43,7 @@ class AgentLogin:
 
     logs_in_per_command = False
 
-    def __init__(self, destination: str, idle: int = DEFAULT_IDLE, home: Path | None = None,
+    def __init__(self, destination: str, idle: int = AGENT_IDLE, home: Path | None = None,
                  login_shell: bool | None = None) -> None:
         self.destination = destination
         self.shell = Shell(destination, login_shell)
@@ -197,7 +197,7 @@ def _refusal(destination: str, why: dict[str, Any]) -> SlurmProxyError:
 
 # --- the agent's lifecycle, seen from a connect ------------------------------------------------
 
-def connect(home: Path, idle: int = DEFAULT_IDLE) -> wire.Wire:
+def connect(home: Path, idle: int = AGENT_IDLE) -> wire.Wire:
     """A proven line to the user's agent, starting it if none runs: one connect starts it while
     the others wait on a lock, then use it."""
     try:
