@@ -67,13 +67,13 @@ class Allocator:
     def __init__(self, login: Login, profile: Profile, state: State, alias: str = "",
                  report: Callable[[Job, float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, wall: Callable[[], float] = time.time) -> None:
         self.login = login
         self.profile = profile
         self.alias = alias or profile.name
         self.report = report or ChangeReporter()
         self.state = state
-        self.clock = clock
+        self.clock, self.wall = clock, wall  # for waiting; epoch seconds, for the records
         self.sleep = sleep
         self._submitted: str | None = None  # for a signal handler: what this call submitted
 
@@ -116,7 +116,7 @@ class Allocator:
                 if job is None:
                     rec = self._record()
                     # past its recorded end: did it reach its time limit? (its script says so)
-                    if rec and rec.ends and time.time() >= rec.ends - 60 \
+                    if rec and rec.ends and self.wall() >= rec.ends - 60 \
                             and self._said(rec.job_id) == "timelimit":
                         log.info(f"job {rec.job_id} reached its time limit; submitting a new job "
                                  f"for {self.profile.name}")
@@ -205,8 +205,8 @@ class Allocator:
         if rec and (rec.job_id, rec.node, rec.alias, rec.mode) == (job.job_id, job.node, self.alias, mode):
             return rec.port
         check = self.check_node(job, mode)
-        submitted = rec.submitted if rec and rec.job_id == job.job_id else time.time()
-        ends = time.time() + job.time_left if job.time_left is not None else 0.0
+        submitted = rec.submitted if rec and rec.job_id == job.job_id else self.wall()
+        ends = self.wall() + job.time_left if job.time_left is not None else 0.0
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
                                     tuple(check.keys), check.port, mode, self.profile.cluster.login,
                                     ends))
@@ -229,7 +229,7 @@ class Allocator:
         """Drop the records of this cluster's jobs that Slurm no longer lists: their nodes' keys
         must not stay trusted. Nothing is written when nothing changes."""
         live = {j.job_id for j in jobs if not j.ended}
-        old = time.time() - FORGET_AFTER
+        old = self.wall() - FORGET_AFTER
         self.state.forget_where(lambda rec: rec.login == self.profile.cluster.login
                                 and rec.job_id not in live and rec.submitted < old)
 

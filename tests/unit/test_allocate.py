@@ -115,6 +115,18 @@ def test_running_job_found_unrecorded_is_adopted_with_its_host_keys(state: State
     assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
 
 
+def test_records_take_their_times_from_the_injected_wall_clock(state: State, clock: FakeClock) -> None:
+    state.record(JobRecord("7", "hpc.old", 1_699_999_000.0, login="hpc"))  # gone, older than a minute
+    state.record(JobRecord("8", "hpc.gpu", 1_699_999_990.0, login="hpc"))  # gone, but a concurrent submit?
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
+    allocator(login, state, clock, wall=lambda: 1_700_000_000.0).ensure_running()
+    record = state.job("hpc.debug")
+    assert record is not None and (record.job_id, record.submitted, record.ends) == (
+        "42", 1_700_000_000.0, 1_700_003_600.0)  # adopted now; its 1:00:00 left end then
+    assert state.job("hpc.old") is None
+    assert state.job("hpc.gpu") is not None  # younger than FORGET_AFTER by that clock
+
+
 @pytest.mark.parametrize(
     "recorded",
     [dict(NODE1, node="old-node"), dict(NODE1, alias="debug"),
