@@ -3,7 +3,6 @@ pam_slurm_adopt, as the unprivileged user."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,18 +90,3 @@ def test_shell_metacharacters_never_run(user_tmp: Path, value: str, refused_by: 
         assert f"{cfg}:4: partition = " in err(proc), err(proc)
     assert not pwned.exists()
     assert not jobs()
-
-
-def test_ssh_config_install_is_idempotent(user_tmp: Path) -> None:
-    cfg = user_tmp / "ssh_config"
-    cluster.write_config(cfg, "Host other\n    User someone\n")
-    for _ in range(2):
-        proc = as_user([PROXY, "ssh-config", "--install", "--file", str(cfg)])
-        assert proc.returncode == 0, err(proc)
-    content = cfg.read_text()
-    assert content.count("# >>> slurm-proxy >>>") == 1
-    assert f"ProxyCommand {PROXY} %h" in content
-    assert content.endswith("Host other\n    User someone\n")
-    shown = subprocess.run(["ssh", "-G", "-F", str(cfg), "slurm-gpu2"], capture_output=True,
-                           text=True, check=True).stdout
-    assert f"proxycommand {PROXY} %h" in shown
