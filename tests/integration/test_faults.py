@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,7 +180,7 @@ def test_node_sshd_back_during_the_retry_connects(cfg: dict[str, str]) -> None:
     start = time.monotonic()
     proc, _ = popen_as_user([*SSH, "slurm-debug", "true"], cfg)
     wait_for("the job to run", lambda: [j for j in jobs("slurm-proxy-debug") if j[2] == "RUNNING"], 30)
-    time.sleep(2)  # the proxy is being refused by now
+    wait_for("the node check to be refused", node_check_probing, 30)
     with ThreadPoolExecutor(1) as pool:
         pool.submit(faults.start_stopped).result(timeout=60)
     _, stderr = proc.communicate(timeout=100)
@@ -187,6 +188,16 @@ def test_node_sshd_back_during_the_retry_connects(cfg: dict[str, str]) -> None:
     assert proc.returncode == 0, stderr.decode(errors="replace")
     (job_id, *_), = proxy_jobs()
     assert_jobs_accounted({job_id})
+
+
+def node_check_probing() -> bool:
+    """The proxy's node check, on the login node, has seen the job ready and is probing the
+    node's sshd (its script's refusal line is in its command line)."""
+    (job_id, *_), = jobs("slurm-proxy-debug")
+    ready = cluster.HOME / ".slurm-proxy" / "jobs" / job_id
+    checks = subprocess.run(["pgrep", "-u", cluster.USER, "-f", "refuses connections from the login node"],
+                            capture_output=True)
+    return ready.is_file() and ready.stat().st_size > 0 and checks.returncode == 0
 
 
 # -- 6. the proxy killed between sbatch and writing its state ------------------------------------
@@ -262,8 +273,10 @@ def test_lock_holder_dying_releases_the_waiting_connect(cfg: dict[str, str], use
     assert holder.stdout.readline() == b"held\n"
     try:
         proc, _ = popen_as_user([*SSH, "slurm-debug", "true"], cfg)
-        time.sleep(3)
-        assert proc.poll() is None and not jobs("slurm-proxy-debug"), "the lock did not hold it back"
+        held_back = time.monotonic() + 3
+        while time.monotonic() < held_back:  # all along, not only at the end
+            assert proc.poll() is None and not jobs("slurm-proxy-debug"), "the lock did not hold it back"
+            time.sleep(0.1)
     finally:
         os.kill(holder_pid, signal.SIGKILL)
         holder.communicate(timeout=10)

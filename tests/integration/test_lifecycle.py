@@ -66,8 +66,14 @@ def test_idle_job_ends_only_after_the_last_session(cfg: dict[str, str], profile:
     while not jobs(f"slurm-proxy-{profile}") and time.monotonic() < deadline:
         time.sleep(0.2)
     (job_id, *_), = jobs(f"slurm-proxy-{profile}")
-    time.sleep(7)  # well past idle_timeout (4 s) while the session is open
-    assert [j[2] for j in jobs(f"slurm-proxy-{profile}")] == ["RUNNING"]
+    cluster.wait_state(job_id, "RUNNING")
+    running = time.monotonic()
+    deadline = running + 30
+    while session.poll() is None:  # its 9 s, well past idle_timeout (4 s): the job runs throughout
+        assert [j[2] for j in jobs(f"slurm-proxy-{profile}")] == ["RUNNING"]
+        assert time.monotonic() < deadline, "the session never ended"
+        time.sleep(0.5)
+    assert time.monotonic() - running > 4 + 1, "the session ended before the job could have idled"
     _, stderr = session.communicate(timeout=30)
     assert session.returncode == 0, stderr.decode()
     cluster.wait_gone(job_id, timeout=20)  # 4 s idle + 1 s checks, after the session closed
@@ -90,6 +96,15 @@ def start_proxy(user_tmp: Path, cfg: dict[str, str], alias: str) -> tuple[subpro
     return proc, int(pidfile.read_text())
 
 
+def recorded_job_ids() -> set[str]:
+    """The job ids in sptest's state file (none before it is written)."""
+    try:
+        data = json.loads((cluster.STATE / "state.json").read_text())
+    except (FileNotFoundError, ValueError):  # not yet, or being replaced
+        return set()
+    return {str(rec.get("job_id")) for rec in data.get("jobs", {}).values()}
+
+
 def test_sigterm_while_pending_cancels_the_job_it_submitted(user_tmp: Path, cfg: dict[str, str]) -> None:
     blockers = cluster.fill_cluster()
     proc, pid = start_proxy(user_tmp, cfg, "slurm-patient")
@@ -97,7 +112,10 @@ def test_sigterm_while_pending_cancels_the_job_it_submitted(user_tmp: Path, cfg:
     while not [j for j in jobs("slurm-proxy-patient") if j[2] == "PENDING"]:
         assert time.monotonic() < deadline, "the job never pended"
         time.sleep(0.2)
-    time.sleep(0.5)
+    (job_id, *_), = jobs("slurm-proxy-patient")
+    while job_id not in recorded_job_ids():  # sbatch has answered the proxy: it knows its job
+        assert time.monotonic() < deadline, "the proxy never recorded its job"
+        time.sleep(0.05)
     subprocess.run(["kill", "-TERM", str(pid)], check=True)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode != 0
@@ -115,6 +133,5 @@ def test_sigterm_once_running_leaves_the_job(user_tmp: Path, cfg: dict[str, str]
     assert proc.stdout is not None
     assert proc.stdout.read(8) == b"SSH-2.0-"
     subprocess.run(["kill", "-TERM", str(pid)], check=True)
-    proc.communicate(timeout=30)
-    time.sleep(1)
+    proc.communicate(timeout=30)  # it has exited: a cancel of its would have been made by now
     assert [j[2] for j in jobs("slurm-proxy-debug")] == ["RUNNING"]

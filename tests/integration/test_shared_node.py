@@ -137,6 +137,9 @@ def sbatch_on_node1() -> str:
     assert proc.returncode == 0, err(proc)
     job_id = text(proc).strip().split(";")[0]
     wait_state(job_id, "RUNNING")
-    time.sleep(1)  # its extern step is up: pam_slurm_adopt would see it
+    deadline = time.monotonic() + 30
+    while f"{job_id}.extern" not in text(as_user(["squeue", "-h", "-s", "-j", job_id, "-o", "%i"])).split():
+        assert time.monotonic() < deadline, f"job {job_id} has no extern step"  # pam_slurm_adopt's
+        time.sleep(0.1)
     return job_id
 
