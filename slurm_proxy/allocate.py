@@ -15,18 +15,21 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import NamedTuple
 
-from . import jobscript, log, node_keys, paths, session, slurm
+from . import jobscript, log, node_keys, paths, queue, session, slurm
 from .config import Cluster, Config, Profile
 from .errors import AllocationTimeout, ContainerMissing, Interrupted, JobEnded, NodeError, SlurmError
-from .login import Login, open_login
+from .login import Login, open_login, remote
+from .progress import ChangeReporter
 from .slurm import Job
 from .state import JobRecord, State, Trust
 
+SSH_PORT = 22
 FIRST_POLL = 0.25  # a job on an idle cluster often runs within a second
 FAST_POLL = 0.5  # until FAST_PERIOD: a job that starts is seen within half a second
 FAST_PERIOD = 10.0
@@ -35,7 +38,6 @@ LOCK_TIMEOUT = 900.0
 # A record younger than this may belong to a job a concurrent connect just submitted, which an
 # earlier squeue could not list yet: only older records of unlisted jobs are dropped.
 FORGET_AFTER = 60.0
-SUCCESSOR = "+next"  # the record key suffix of a job submitted to follow the running one
 
 
 def poll_delays(slow: bool = False) -> Iterator[float]:
@@ -80,8 +82,8 @@ class Allocator:
     # -- Slurm commands --------------------------------------------------------------------
     def query(self) -> tuple[Job | None, list[Job]]:
         """The profile's live job (if any) and all the user's jobs, from one squeue."""
-        jobs = user_jobs(self.login)
-        return ours(self.profile, jobs, self._record()), jobs
+        jobs = queue.user_jobs(self.login)
+        return queue.ours(self.profile, jobs, self._record()), jobs
 
     def submit(self, successor: bool = False) -> str:
         """sbatch the profile's job (a ``successor`` is recorded beside the running one)."""
@@ -92,18 +94,18 @@ class Allocator:
                                  slurm.job_comment(self.profile.key))
         res = self.login.run(argv, stdin=jobscript.batch_script(self.profile))
         if res.returncode != 0:
-            raise SlurmError("sbatch", slurm.refusal(res.stderr) or _detail(res.stderr))
+            raise SlurmError("sbatch", slurm.refusal(res.stderr) or queue.detail(res.stderr))
         job_id = slurm.parse_sbatch(res.stdout)
         self._submitted = job_id
-        key = self.profile.key + (SUCCESSOR if successor else "")
-        self.state.record(JobRecord(job_id=job_id, profile=key, submitted=time.time(),
+        key = self.profile.key + (queue.SUCCESSOR if successor else "")
+        self.state.record(JobRecord(job_id=job_id, profile=key, submitted=self.wall(),
                                     login=self.profile.cluster.login))
         log.info(f"submitted job {job_id} for profile {self.profile.name}"
                  + (" to follow the running one" if successor else ""))
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        cancel(self.login, self.state, {self.profile.key: job_id})
+        queue.cancel(self.login, self.state, {self.profile.key: job_id})
 
     # -- the whole dance -------------------------------------------------------------------
     def find_or_submit(self) -> tuple[Job | None, list[Job]]:
@@ -143,7 +145,10 @@ class Allocator:
         elif mode == "adopt" and self.profile.container:
             mode = "srun"  # the node's sshd is the site's: only the job's own sshd runs the container
             log.debug("a container needs the job's own sshd: this session goes through srun")
-        port = self._checked(job, mode)
+        if mode != "srun" and self._no_forwarding().exists():
+            mode = "srun"  # srun's sshd speaks on the login's exec channel: no forwarding needed
+            log.debug(f"{self.login.destination} refuses TCP forwarding: this session goes through srun")
+        mode, port = self._checked(job, mode)
         return Allocation(job, mode, port, self._submitted == job.job_id, neighbours)
 
     def _mind_the_time_limit(self, job: Job, jobs: Sequence[Job]) -> str:
@@ -155,8 +160,8 @@ class Allocator:
         if left < self.profile.warn_before:
             log.info(f"job {job.job_id} ends in {(left + 59) // 60} min (its time limit); the next "
                      "connect after that gets a new job")
-        def has_successor(queue: Sequence[Job]) -> bool:
-            return any(owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in queue)
+        def has_successor(listed: Sequence[Job]) -> bool:
+            return any(queue.owns(self.profile, j) and j.job_id != job.job_id and not j.ended for j in listed)
 
         renew = self.profile.renew_before  # 0 = never, even for a job past its limit (0:00 left)
         if renew and left <= renew and not has_successor(jobs):
@@ -197,20 +202,32 @@ class Allocator:
         rec = self.state.job(self.profile.key)
         return rec if rec and rec.login == self.profile.cluster.login else None
 
-    def _checked(self, job: Job, mode: str) -> int:
+    def _checked(self, job: Job, mode: str) -> tuple[str, int]:
         """Record the job (a job found by its name and comment is adopted), its node, and what
         the login node says of that node for ``mode`` (the host keys to trust, the port): asked
-        once per job, node, alias and mode. The job's own sshd port, or 0."""
+        once per job, node, alias and mode. A login node found to refuse TCP forwarding then
+        sends this and later sessions through srun. The mode and the job's own sshd port (or 0)."""
         rec = self._record()
         if rec and (rec.job_id, rec.node, rec.alias, rec.mode) == (job.job_id, job.node, self.alias, mode):
-            return rec.port
+            return mode, rec.port
         check = self.check_node(job, mode)
+        if mode != "srun":
+            refused = self.login.forwarding_refused(job.node, check.port or SSH_PORT)
+            if refused:
+                log.info(f"{self.login.destination} refuses TCP forwarding ({refused}): sessions go "
+                         "into the job through srun (mode srun's path) from now on")
+                remote.remember(self._no_forwarding(), refused + "\n")
+                return self._checked(job, "srun")
         submitted = rec.submitted if rec and rec.job_id == job.job_id else self.wall()
         ends = self.wall() + job.time_left if job.time_left is not None else 0.0
         self.state.record(JobRecord(job.job_id, self.profile.key, submitted, self.alias, job.node,
                                     tuple(check.keys), check.port, mode, self.profile.cluster.login,
                                     ends))
-        return check.port
+        return mode, check.port
+
+    def _no_forwarding(self) -> Path:
+        """Present when the cluster's login node was found to refuse TCP forwarding."""
+        return remote.fact_file(self.profile.cluster.login, "no-forwarding")
 
     def check_node(self, job: Job, mode: str) -> node_keys.NodeCheck:
         """Wait (on the login node) until the job's script is ready and its node takes
@@ -219,7 +236,7 @@ class Allocator:
         res = self.login.run(argv)
         check = node_keys.parse_check(res.stdout)
         if res.returncode != 0 or check.error:
-            raise NodeError(job.job_id, job.node, check.error or _detail(res.stderr))
+            raise NodeError(job.job_id, job.node, check.error or queue.detail(res.stderr))
         if not check.keys:
             log.info(f"the login node knows no host key for {job.node}: ssh will ask you to confirm "
                      "the key it presents")
@@ -299,101 +316,3 @@ class _Signalled(BaseException):
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
         self.signame = signame
-
-
-def user_jobs(login: Login) -> list[Job]:
-    """All the user's jobs on the cluster, from one squeue."""
-    res = login.run(slurm.squeue_argv())
-    if res.returncode != 0:
-        raise SlurmError("squeue", _detail(res.stderr))
-    skipped: list[str] = []
-    jobs = slurm.parse_squeue(res.stdout, skipped)
-    for line in skipped:
-        log.debug(f"squeue: skipped a line that is not one of slurm-proxy's jobs: {line!r}")
-    return jobs
-
-
-def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
-    """slurm-proxy's live job for ``profile`` among ``jobs``: one with its name *and* comment;
-    when there are several, a running one wins (a pending successor waits its turn), then the
-    recorded one, then the oldest."""
-    mine = [j for j in jobs if owns(profile, j) and not j.ended]
-    if not mine:
-        return None
-    return min(mine, key=lambda j: (j.state != "RUNNING", record is None or record.job_id != j.job_id,
-                                    slurm.job_number(j)))
-
-
-def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
-    """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
-    squeue."""
-    jobs = user_jobs(login)
-    records = state.jobs()
-    found = {p.key: ours(p, jobs, records.get(p.key)) for p in profiles}
-    return {key: job for key, job in found.items() if job is not None}
-
-
-def cancel_owned(login: Login, profiles: list[Profile], state: State) -> list[str]:
-    """Cancel slurm-proxy's jobs for ``profiles`` (of one cluster): only those that Slurm lists
-    with our name and comment *and* that the local state records. The cancelled job ids."""
-    records = state.jobs()
-    live = {j.job_id for j in user_jobs(login) if not j.ended and any(owns(p, j) for p in profiles)}
-    keys = [key for p in profiles for key in (p.key, p.key + SUCCESSOR) if key in records]
-    mine = {key: records[key].job_id for key in keys if records[key].job_id in live}
-    cancel(login, state, mine)
-    for key in keys:  # records of jobs that are gone go too
-        if key not in mine:
-            state.forget(key, records[key].job_id)
-    return sorted(set(mine.values()))
-
-
-def cancel(login: Login, state: State, jobs: dict[str, str]) -> None:
-    """scancel ``jobs`` (profile key → job id) in one call and drop their records."""
-    if not jobs:
-        return
-    res = login.run(slurm.scancel_argv(sorted(set(jobs.values()))))
-    if res.returncode != 0:
-        raise SlurmError("scancel", _detail(res.stderr))
-    for key, job_id in jobs.items():
-        state.forget(key, job_id)
-
-
-def owns(profile: Profile, job: Job) -> bool:
-    """slurm-proxy's job for ``profile``: its name *and* its comment say so."""
-    return job.name == slurm.job_name(profile.name) and job.comment == slurm.job_comment(profile.key)
-
-
-def progress_line(job: Job, waited: float | None = None) -> str:
-    line = f"job {job.job_id} {job.state.lower()}"
-    if job.reason:
-        line += f" ({job.reason})"
-    if job.state == "PENDING" and job.start:
-        line += f", expected start {job.start}"
-    if waited is not None:
-        line += f", waited {waited:.0f} s"
-    return line
-
-
-class ChangeReporter:
-    """Progress on stderr: one line whenever the job's state or reason changes; with ``live``
-    (``up`` on a terminal) one line rewritten in place, with the time waited."""
-
-    def __init__(self, live: bool = False) -> None:
-        self.live = live
-        self.shown = ""
-
-    def __call__(self, job: Job, waited: float) -> None:
-        line = progress_line(job)
-        if self.live:
-            log.rewrite(progress_line(job, waited))
-        elif line != self.shown:
-            log.info(line)
-        self.shown = line
-
-    def done(self) -> None:
-        if self.live and self.shown:
-            log.rewrite(None)
-
-
-def _detail(stderr: str) -> str:
-    return log.last_line(stderr) or "no error message"

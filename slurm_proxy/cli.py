@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__, config, first_config, host_block, log, manage, paths, proxy, slurm
-from .allocate import ChangeReporter
 from .defaults import AGENT_IDLE
 from .doctor import run_checks
 from .errors import SlurmProxyError, run_reporting
 from .login import agent_status, open_login, serve_agent, start_agent, stop_agent
+from .progress import ChangeReporter
 from .state import State
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from . import config, host_block, node_doctor, paths
 from .allocate import login_to
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
-from .login import OpenSSHLogin, find_ssh
+from .login import Login, OpenSSHLogin, find_ssh, remote
 from .node_doctor import Check
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
@@ -72,7 +72,10 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
     destination = cluster.login
     try:
         login = login_to(cluster)
-        res = login.run(["sh", "-c", 'for c in "$@"; do command -v "$c" || echo "missing $c"; done',
+        # A command missing exits as the shell's "not found" would: the login connection then
+        # looks again through a login shell's PATH (login_shell), as for any Slurm command.
+        res = login.run(["sh", "-c", 'm=0; for c in "$@"; do command -v "$c" >/dev/null || '
+                         '{ echo "missing $c"; echo "$c: not found" >&2; m=127; }; done; exit $m',
                          "sh", *SLURM_COMMANDS])
     except SlurmProxyError as e:
         yield Check(f"login node {destination}", False, str(e),
@@ -80,10 +83,18 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
         return
     yield Check(f"login node {destination}", True, f"cluster {cluster.name} answers")
     missing = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
+    through = " (on a login shell's PATH: login_shell)" if _login_shell(cluster) else ""
     yield Check("Slurm commands", not missing,
-                "all found" if not missing else f"not found on {destination}: {', '.join(missing)}",
-                "" if not missing else "the login node needs the Slurm client commands on PATH "
-                                       "for a non-interactive shell")
+                f"all found{through}" if not missing else f"not found on {destination}: {', '.join(missing)}",
+                "" if not missing else "the login node needs the Slurm client commands on PATH, "
+                                       "for a login shell at least")
+    if res.chatter:
+        yield Check("login shell output", None, f"your login shell on {destination} prints before every "
+                    f"command: {remote.shown_chatter(res.chatter)!r}. slurm-proxy ignores it, but on a "
+                    "node with the same home it breaks scp, sftp and rsync",
+                    "print only in interactive shells: in ~/.bashrc after `[[ $- == *i* ]] || return` "
+                    "(tcsh: `if ($?prompt)`, fish: `if status is-interactive`)")
+    yield from _check_forwarding(login, cluster)
     shared, how = login.sharing()
     yield Check("connection sharing", shared, how, "" if shared is not False else
                 "ssh could not keep a master connection; check its ControlPath directory")
@@ -94,6 +105,35 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
                         "the openssh backend asks once per login (terminal, "
                         "or SSH_ASKPASS)",
                         "nothing to do; on Windows the default backend, the agent, asks once per login host")
+
+
+def _login_shell(cluster: Cluster) -> bool:
+    if cluster.login_shell is not None:
+        return cluster.login_shell
+    return remote.fact_file(cluster.login, "login-shell").exists()
+
+
+def _check_forwarding(login: Login, cluster: Cluster) -> Iterator[Check]:
+    """Does the login node forward TCP (``ssh -W``)? Tried toward the login node's own sshd, as
+    ssh reaches it; a refusal sends sessions through srun, which needs no forwarding."""
+    target = ssh_options(login.ssh, cluster.login) if isinstance(login, OpenSSHLogin) else {}
+    memo = remote.fact_file(cluster.login, "no-forwarding")
+    refused = ""
+    if target.get("hostname"):
+        refused = login.forwarding_refused(target["hostname"], int(target.get("port", "22")))
+        if refused:
+            remote.remember(memo, refused + "\n")
+        elif memo.exists():
+            memo.unlink()  # the site allows it again: sessions go the direct way once more
+    elif memo.exists():
+        refused = memo.read_text().strip()
+    if refused:
+        yield Check("TCP forwarding", None, f"{cluster.login} refuses it ({refused}): every session "
+                    "goes into its job through srun (mode srun's path), which needs sshd installed on the "
+                    "compute nodes", "nothing to do, or mode = \"srun\" for the cluster to say so; "
+                    "`doctor PROFILE --node` checks the node")
+    elif target.get("hostname"):
+        yield Check("TCP forwarding", True, f"{cluster.login} forwards (ssh -W): mode adopt works")
 
 
 def _check_block(cfg: config.Config) -> Check:

@@ -7,8 +7,9 @@ from itertools import groupby
 from typing import NamedTuple
 
 from . import paths
-from .allocate import allocator, cancel_owned, login_to, owned_jobs, trusted_by
+from .allocate import allocator, login_to, trusted_by
 from .config import Config, Profile
+from .queue import cancel_owned, owned_jobs
 from .slurm import Job
 from .state import State
 

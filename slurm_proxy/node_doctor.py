@@ -9,10 +9,11 @@ glibc older than VS Code's server needs, a home short of space or inodes for
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from collections.abc import Iterator
 from typing import NamedTuple
+
+from .login import remote
 
 GLIBC_NEEDED = (2, 28)  # what current VS Code servers need
 FREE_KB_NEEDED = 1024 * 1024  # ~/.vscode-server takes hundreds of MB per version
@@ -31,6 +32,8 @@ if [ -n "$stray" ]; then
     done
 fi
 say ulimit-v "$(ulimit -v)"
+say devpts "$(awk '$2 == "/dev/pts" { o = $4 } END { print o }' /proc/self/mounts 2>/dev/null)"
+say tty-gid "$(getent group tty 2>/dev/null | cut -d: -f3)"
 say glibc "$(ldd --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')"
 set -- $(df -Pk "$HOME" 2>/dev/null | tail -n 1)
 say free-kb "${4:-}"
@@ -65,7 +68,10 @@ def run(ssh: str, alias: str) -> Iterator[Check]:
                       "run `slurm-proxy doctor` first; `slurm-proxy -v ALIAS` shows every step")
         return
     stray = next((ln.strip() for ln in quiet.stdout.splitlines() if ln.strip()), "")
-    proc = subprocess.run([*base, shlex.join(["bash", "-c", SCRIPT, "sp-doctor", stray])],
+    # The node's login shell may be tcsh or fish: the script crosses it as login/remote.py sends
+    # any command.
+    line = remote.Shell(alias, profile=False).line(["bash", "-c", SCRIPT, "sp-doctor", stray])
+    proc = subprocess.run([*base, line],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
                           timeout=120)
     found = {}
@@ -85,6 +91,15 @@ def judge(stray: str, found: dict[str, str]) -> Iterator[Check]:
                       f"in {where}, print only when the shell is interactive (case $- in *i*)")
     else:
         yield Check("quiet sessions", True, "a non-interactive session prints nothing")
+    devpts, tty = found.get("devpts", ""), found.get("tty-gid", "")
+    if devpts and tty and f"gid={tty}" not in devpts.split(","):
+        yield Check("terminals", None, f"/dev/pts is mounted without gid={tty} (the tty group): an sshd "
+                    "of your own (modes sshd and srun, a node shared with your other jobs) cannot hand out "
+                    "a terminal (ssh -t); VS Code and plain ssh commands are not affected",
+                    "mode adopt on a node of its own, or ask the admins for the standard mount "
+                    f"(devpts with gid={tty},mode=620)")
+    elif devpts and tty:
+        yield Check("terminals", True, "/dev/pts hands out terminals to an sshd of your own")
     limit = found.get("ulimit-v", "")
     if limit and limit != "unlimited":
         yield Check("virtual memory", False, f"ulimit -v is {limit} KB: VS Code's server (node) fails "

@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config, jobscript
-from .allocate import allocator
-
-SSH_PORT = 22
+from .allocate import SSH_PORT, allocator
 
 
 def connect(alias: str, config_path: Path | None = None) -> int:

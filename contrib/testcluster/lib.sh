@@ -63,7 +63,8 @@ nodes_ready() {
     return 0
 }
 
-DAEMONS=(munged slurmctld slurmd-node1 slurmd-node2 sshd-login sshd-login-otp sshd-node1 sshd-node2)
+DAEMONS=(munged slurmctld slurmd-node1 slurmd-node2 sshd-login sshd-login-otp sshd-login-nofwd sshd-login-nopath
+         sshd-node1 sshd-node2)
 
 status_line() {
     local d out=""

@@ -26,7 +26,7 @@ from ..errors import LoginError, SlurmProxyError
 from . import prompt, wire
 from .base import Result
 from .pump import BytesSource, Source, fd_writer, pump, stdin_source
-from .remote import Shell
+from .remote import Shell, forwarding_refusal
 
 START_TIMEOUT = 20.0  # seconds for a new agent to listen
 LOG_MAX = 1 << 20  # bytes of agent.log kept when a new agent starts
@@ -73,6 +73,14 @@ class AgentLogin:
         log.debug(f"forward: {host}:{port} via {self.destination} (agent)")
         self._stdio({"op": "tcp", "host": host, "port": port})
         return 0
+
+    def forwarding_refused(self, host: str, port: int) -> str:
+        try:
+            line = self._open({"op": "tcp", "host": host, "port": port})
+        except SlurmProxyError as e:
+            return forwarding_refusal(str(e))
+        line.close()
+        return ""
 
     def forward_command(self, argv: Sequence[str]) -> int:
         log.debug(f"forward command (agent): {log.shown(argv)}")

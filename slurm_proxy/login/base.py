@@ -34,6 +34,10 @@ class Login(Protocol):
     def forward_command(self, argv: Sequence[str]) -> int:
         """Join our stdin/stdout to ``argv`` run on the login node; its exit status."""
 
+    def forwarding_refused(self, host: str, port: int) -> str:
+        """Try a TCP forward to ``host:port`` (which takes connections from the login node):
+        how the login node refused it (``AllowTcpForwarding no``), or "" when it did not."""
+
     def sharing(self) -> tuple[bool | None, str]:
         """Do connects share one login (True), is that broken (False), or not offered (None);
         and how, in a few words (for doctor)."""

@@ -16,7 +16,7 @@ from .. import log, paths
 from ..errors import LoginError
 from . import control
 from .base import SSH_CONFIG_FILES, Result, no_exec
-from .remote import Shell
+from .remote import Shell, forwarding_refusal
 
 CONTROL_PERSIST = "10m"
 # What `ssh -G` answers depends on: ssh's own config files, and Debian's drop-in directory that
@@ -139,6 +139,15 @@ class OpenSSHLogin:
         if check.returncode == 0:
             return True, f"a master connection serves {self.destination} ({socket})"
         return False, log.last_line(check.stderr) or "no master connection"
+
+    def forwarding_refused(self, host: str, port: int) -> str:
+        cmd = [self.ssh, *self.options, "-W", f"{host}:{port}", "--", self.destination]
+        with self._one_login():
+            try:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                return ""
+        return "" if proc.stdout else forwarding_refusal(proc.stderr.decode(errors="replace"))
 
     def forward_stdio(self, host: str, port: int) -> int:
         return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])

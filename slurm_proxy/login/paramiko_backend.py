@@ -29,7 +29,7 @@ from .base import SSH_CONFIG_FILES, Result
 from .known_hosts import known_key_types, read_known_hosts, verify
 from .pump import BytesSource, Channel, best_effort, copy, fd_writer, pump, stdin_source
 from .reasons import describe
-from .remote import Shell
+from .remote import Shell, forwarding_refusal
 from .ssh_config import Target, parse_jump, read_ssh_config, resolve
 
 MAX_HOPS = 8  # ProxyJump chains longer than this are taken for a loop in the ssh config
@@ -103,6 +103,14 @@ class ParamikoLogin:
             detail = log.last_line(stderr) or "the command ended without an exit status"
             raise LoginError(self.destination, detail)
         return Result(status, stdout, stderr)
+
+    def forwarding_refused(self, host: str, port: int) -> str:
+        try:
+            channel = self.open_tcp(host, port)
+        except LoginError as e:
+            return forwarding_refusal(str(e))
+        channel.close()
+        return ""
 
     def forward_stdio(self, host: str, port: int) -> int:
         channel = self.open_tcp(host, port)

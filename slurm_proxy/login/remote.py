@@ -67,8 +67,7 @@ class Shell:
             if retried.returncode != NOT_FOUND:
                 log.info(f"{argv[0]} is on PATH on {self.destination} only in a login shell: "
                          "slurm-proxy loads /etc/profile there from now on (login_shell = true)")
-                memo = self._memo()
-                paths.write_private(paths.private_dir(memo.parent) / memo.name, "")
+                remember(self._memo(), "")
                 return retried
         return res
 
@@ -83,7 +82,7 @@ class Shell:
 
     def _memo(self) -> Path:
         """A file whose presence says: this host's Slurm needs a login shell's PATH."""
-        return paths.home() / "login-shell" / self.destination.encode().hex()
+        return fact_file(self.destination, "login-shell")
 
 
 def unframe(raw: Result, nonce: str) -> Result:
@@ -120,3 +119,27 @@ def _line_at(text: str, line: str) -> int:
 def shown_chatter(text: str) -> str:
     """What rc files printed, on one short line."""
     return " / ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
+
+
+def fact_file(destination: str, fact: str) -> Path:
+    """Where slurm-proxy keeps what it learned about a login host: a file whose presence says
+    ``fact`` ("login-shell": Slurm is on PATH only in a login shell; "no-forwarding": the login
+    node refuses TCP forwarding, and the file says how)."""
+    return paths.home() / "login-hosts" / f"{destination.encode().hex()}.{fact}"
+
+
+def remember(fact: Path, text: str) -> None:
+    paths.write_private(paths.private_dir(fact.parent) / fact.name, text)
+
+
+# How a login node that refuses TCP forwarding (AllowTcpForwarding no) says so: through a
+# master connection, without one, to paramiko.
+_NO_FORWARDING = ("administratively prohibited", "session open refused by peer")
+
+
+def forwarding_refusal(message: str) -> str:
+    """The line of ``message`` (ssh's stderr, an error) that says forwarding was refused, or ""."""
+    for line in message.splitlines():
+        if any(words in line.lower() for words in _NO_FORWARDING):
+            return line.strip()
+    return ""

@@ -86,7 +86,9 @@ def stop_agent() -> None:
 
 
 def reset_state() -> None:
-    sh(f"rm -f {shlex.quote(str(STATE / 'state.json'))}", check=True)
+    """No job records, and nothing learned about login hosts (login-hosts/)."""
+    sh(f"rm -rf {shlex.quote(str(STATE / 'state.json'))} {shlex.quote(str(STATE / 'login-hosts'))}",
+       check=True)
 
 
 def wait_state(job_id: str, state: str, timeout: float = 30) -> None:

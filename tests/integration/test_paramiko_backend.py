@@ -98,7 +98,7 @@ Host testlogin
 
 def test_run_passes_each_word_literally(driver: list[str]) -> None:
     (result,) = run(driver, ["echo", "a b", "$HOME", "'quoted'", "x;y"])
-    assert result == {"returncode": 0, "stdout": "a b $HOME 'quoted' x;y\n", "stderr": ""}
+    assert result == {"returncode": 0, "stdout": "a b $HOME 'quoted' x;y\n", "stderr": "", "chatter": ""}
 
 
 def test_run_squeue(driver: list[str]) -> None:

@@ -34,6 +34,8 @@ class FakeLogin:
     def __init__(self, **answers: Sequence[Result] | Callable[[list[str]], Result]) -> None:
         self.answers = {cmd: a if callable(a) else list(a) for cmd, a in answers.items()}
         self.calls: list[list[str]] = []
+        self.refuses_forwarding = ""  # what forwarding_refused answers
+        self.probes: list[str] = []  # the forwards it was asked to try
         self.stdin: dict[int, str | None] = {}
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
@@ -46,6 +48,10 @@ class FakeLogin:
         if callable(answer):
             return answer(argv)
         return answer.pop(0) if len(answer) > 1 else answer[0]
+
+    def forwarding_refused(self, host: str, port: int) -> str:
+        self.probes.append(f"{host}:{port}")
+        return self.refuses_forwarding
 
     def forward_stdio(self, host: str, port: int) -> int:
         raise AssertionError("allocate never forwards stdio")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fakes import FakeLogin
 
-from slurm_proxy import allocate, jobscript, log, paths, slurm
+from slurm_proxy import allocate, jobscript, log, paths, progress, queue, slurm
 from slurm_proxy.allocate import Allocator
 from slurm_proxy.config import Cluster, Config, Profile
 from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
@@ -313,7 +313,7 @@ def test_sbatch_failure(state: State, clock: FakeClock) -> None:
     with pytest.raises(SlurmError) as info:
         allocator(login, state, clock).ensure_running()
     assert info.value.command == "sbatch"
-    assert info.value.detail == "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    assert info.value.detail == "Batch job submission failed: Invalid partition name specified"
     assert login.commands == ["squeue", "squeue", "sbatch"]
     assert state.job("hpc.debug") is None
 
@@ -381,7 +381,8 @@ def test_an_unreadable_line_of_ours_is_an_error_anything_else_is_skipped(
         state: State, clock: FakeClock) -> None:
     login = FakeLogin(squeue=[Result(0, "squeue: invalid option\n", "")])
     assert allocator(login, state, clock).query() == (None, [])
-    login = FakeLogin(squeue=[Result(0, "42|RUNNING|None|node1|slurm-proxy-debug|slurm-proxy:hpc.debug\n", "")])
+    ours = "42|RUNNING|None|node1|slurm-proxy-debug|slurm-proxy:hpc.debug\n"  # fields missing
+    login = FakeLogin(squeue=[Result(0, ours, "")])
     with pytest.raises(SlurmOutputError):
         allocator(login, state, clock).query()
 
@@ -411,7 +412,7 @@ def test_report_is_called_on_every_poll_with_the_time_waited(state: State, clock
     ],
 )
 def test_progress_line(job_line: str, waited: float | None, text: str) -> None:
-    assert allocate.progress_line(slurm.parse_squeue_line(job_line), waited) == text
+    assert progress.progress_line(slurm.parse_squeue_line(job_line), waited) == text
 
 
 # --- several profiles, one squeue -------------------------------------------------------------
@@ -424,13 +425,13 @@ def test_owned_jobs_for_several_profiles(state: State) -> None:
         line(job_id="51", name="slurm-proxy-gpu", comment="slurm-proxy:hpc.debug"),  # name/comment differ
         line(job_id="52", name="slurm-proxy-gpu", comment="slurm-proxy:other.gpu"),  # not asked for
     )])
-    jobs = allocate.owned_jobs(login, [PROFILE, gpu], state)
+    jobs = queue.owned_jobs(login, [PROFILE, gpu], state)
     assert {k: j.job_id for k, j in jobs.items()} == {"hpc.debug": "42", "hpc.gpu": "50"}
     assert login.calls == [slurm.squeue_argv()]
 
 
 def test_owned_jobs_none(state: State) -> None:
-    assert allocate.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
+    assert queue.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
 
 
 def test_a_recorded_job_slurm_no_longer_lists_gives_way_to_one_found_by_name(
@@ -555,3 +556,27 @@ def test_a_job_past_its_end_is_said_to_have_reached_its_limit_only_if_it_did(
     allocator(login, state, clock).ensure_running()
     message = "job 41 reached its time limit; submitting a new job for debug"
     assert (message in capsys.readouterr().err) == told
+
+
+# --- a login node that refuses TCP forwarding ----------------------------------------------------
+
+def test_a_login_node_that_refuses_forwarding_sends_sessions_through_srun_and_that_is_kept(
+        state: State, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS, SRUN_KEYS])
+    login.refuses_forwarding = "Stdio forwarding request failed: Session open refused by peer"
+    got = allocator(login, state, clock).ensure_running()
+    assert (got.mode, login.probes) == ("srun", ["node1:22"])
+    assert "testlogin refuses TCP forwarding" not in capsys.readouterr().err  # its name is hpc
+    assert state.job("hpc.debug").mode == "srun"  # type: ignore[union-attr]
+    # The next connect knows: no probe, no node check, straight to srun.
+    again = FakeLogin(squeue=[out(RUNNING)])
+    assert allocator(again, state, clock).ensure_running().mode == "srun"
+    assert again.commands == ["squeue"] and again.probes == []
+
+
+def test_a_login_node_that_forwards_is_tried_once_per_job(state: State, clock: FakeClock) -> None:
+    login = FakeLogin(squeue=[out(RUNNING)], bash=[KEYS])
+    assert allocator(login, state, clock).ensure_running().mode == "adopt"
+    assert login.probes == ["node1:22"]
+    warm = FakeLogin(squeue=[out(RUNNING)])
+    assert allocator(warm, state, clock).ensure_running().mode == "adopt" and warm.probes == []

@@ -237,15 +237,17 @@ def test_node_findings_name_the_file_and_the_fix() -> None:
     from slurm_proxy import node_doctor
 
     found = {"stray-at": "/home/me/.bashrc:3", "ulimit-v": "4000000", "glibc": "2.17",
-             "free-kb": "2048", "free-inodes": "100", "internet": "no"}
+             "free-kb": "2048", "free-inodes": "100", "internet": "no", "tty-gid": "5",
+             "devpts": "rw,nosuid,noexec,relatime,mode=600,ptmxmode=000"}
     lines = {c.name: c for c in node_doctor.judge("hello", found)}
     assert lines["quiet sessions"].ok is False and "/home/me/.bashrc:3" in lines["quiet sessions"].detail
     assert lines["virtual memory"].ok is False and "4000000" in lines["virtual memory"].detail
     assert lines["glibc"].ok is False and "2.28" in lines["glibc"].detail
     assert lines["home directory"].ok is None and "serverInstallPath" in lines["home directory"].fix
     assert "localServerDownload" in lines["internet"].fix
+    assert lines["terminals"].ok is None and "gid=5,mode=620" in lines["terminals"].fix
     good = {"ulimit-v": "unlimited", "glibc": "2.36", "free-kb": "99999999", "free-inodes": "9999999",
-            "internet": "yes"}
+            "internet": "yes", "tty-gid": "5", "devpts": "rw,relatime,gid=5,mode=620,ptmxmode=000"}
     assert all(c.ok for c in node_doctor.judge("", good))
 
 

@@ -361,7 +361,8 @@ BAD_FILES = [
     ("cluster-keyscan", '[clusters.a]\nlogin = "a"\nkeyscan = "yes"\n[profiles.p]\n', "keyscan =",
      'keyscan = "yes": expected true or false'),
     ("cluster-unknown-key", '[clusters.a]\nlogin = "a"\npartition = "x"\n[profiles.p]\n', "partition =",
-     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan, login_shell, agent_idle)"),
+     "unknown key 'partition' in [clusters.a] (known: login, mode, backend, keyscan, login_shell, "
+     "agent_idle)"),
     ("same-key-other-table", CLUSTER + "[defaults]\ncpus = 4\n[profiles.p]\ncpus = 0\n", "cpus = 0",
      "cpus = 0"),
 ]

@@ -144,7 +144,8 @@ def user(server: agent_server.Agent, monkeypatch: pytest.MonkeyPatch) -> Typist:
 
 
 def run(home: Path, command: str, stdin: str = "") -> tuple[int, str]:
-    result = agent.AgentLogin("hpc", home=home).run(["sh", "-c", command], stdin=stdin)
+    """``command`` as the login shell gets it, unframed (the fake channel runs no shell)."""
+    result = agent.AgentLogin("hpc", home=home)._send(command, stdin)
     return result.returncode, result.stdout
 
 

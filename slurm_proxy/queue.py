@@ -1,0 +1,86 @@
+"""slurm-proxy's Slurm operations over a login connection: read the user's queue, tell which jobs
+are slurm-proxy's own for a profile, cancel those and only those.
+
+A job is slurm-proxy's for a profile when its name *and* its comment say so; it is cancelled
+only when the local state also records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import log, slurm
+from .config import Profile
+from .errors import SlurmError
+from .login import Login
+from .slurm import Job
+from .state import JobRecord, State
+
+SUCCESSOR = "+next"  # the record key suffix of a job submitted to follow the running one
+
+
+def user_jobs(login: Login) -> list[Job]:
+    """All the user's jobs on the cluster, from one squeue."""
+    res = login.run(slurm.squeue_argv())
+    if res.returncode != 0:
+        raise SlurmError("squeue", detail(res.stderr))
+    skipped: list[str] = []
+    jobs = slurm.parse_squeue(res.stdout, skipped)
+    for line in skipped:
+        log.debug(f"squeue: skipped a line that is not one of slurm-proxy's jobs: {line!r}")
+    return jobs
+
+
+def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
+    """slurm-proxy's live job for ``profile`` among ``jobs``: one with its name *and* comment;
+    when there are several, a running one wins (a pending successor waits its turn), then the
+    recorded one, then the oldest."""
+    mine = [j for j in jobs if owns(profile, j) and not j.ended]
+    if not mine:
+        return None
+    return min(mine, key=lambda j: (j.state != "RUNNING", record is None or record.job_id != j.job_id,
+                                    slurm.job_number(j)))
+
+
+def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
+    """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
+    squeue."""
+    jobs = user_jobs(login)
+    records = state.jobs()
+    found = {p.key: ours(p, jobs, records.get(p.key)) for p in profiles}
+    return {key: job for key, job in found.items() if job is not None}
+
+
+def cancel_owned(login: Login, profiles: list[Profile], state: State) -> list[str]:
+    """Cancel slurm-proxy's jobs for ``profiles`` (of one cluster): only those that Slurm lists
+    with our name and comment *and* that the local state records. The cancelled job ids."""
+    records = state.jobs()
+    live = {j.job_id for j in user_jobs(login) if not j.ended and any(owns(p, j) for p in profiles)}
+    keys = [key for p in profiles for key in (p.key, p.key + SUCCESSOR) if key in records]
+    mine = {key: records[key].job_id for key in keys if records[key].job_id in live}
+    cancel(login, state, mine)
+    for key in keys:  # records of jobs that are gone go too
+        if key not in mine:
+            state.forget(key, records[key].job_id)
+    return sorted(set(mine.values()))
+
+
+def cancel(login: Login, state: State, jobs: dict[str, str]) -> None:
+    """scancel ``jobs`` (profile key → job id) in one call and drop their records."""
+    if not jobs:
+        return
+    res = login.run(slurm.scancel_argv(sorted(set(jobs.values()))))
+    if res.returncode != 0:
+        raise SlurmError("scancel", detail(res.stderr))
+    for key, job_id in jobs.items():
+        state.forget(key, job_id)
+
+
+def owns(profile: Profile, job: Job) -> bool:
+    """slurm-proxy's job for ``profile``: its name *and* its comment say so."""
+    return job.name == slurm.job_name(profile.name) and job.comment == slurm.job_comment(profile.key)
+
+
+def detail(stderr: str) -> str:
+    """What a failed command said, for its one-line error."""
+    return log.last_line(stderr) or "no error message"
