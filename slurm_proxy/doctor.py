@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import config, host_block, node_doctor, paths
-from .allocate import login_to
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
 from .login import Login, OpenSSHLogin, find_ssh, remote
+from .manage import login_to
 from .node_doctor import Check
+from .node_trust import no_forwarding_file
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 # A connect shorter than this is cut while a job waits in a queue of any use (ssh's ConnectTimeout
@@ -117,7 +118,7 @@ def _check_forwarding(login: Login, cluster: Cluster) -> Iterator[Check]:
     """Does the login node forward TCP (``ssh -W``)? Tried toward the login node's own sshd, as
     ssh reaches it; a refusal sends sessions through srun, which needs no forwarding."""
     target = ssh_options(login.ssh, cluster.login) if isinstance(login, OpenSSHLogin) else {}
-    memo = remote.fact_file(cluster.login, "no-forwarding")
+    memo = no_forwarding_file(cluster.login)
     refused = ""
     if target.get("hostname"):
         refused = login.forwarding_refused(target["hostname"], int(target.get("port", "22")))

@@ -1,4 +1,6 @@
-"""The everyday commands' core: what `up`, `down` and `status` do, returning data for the CLI."""
+"""The everyday commands' core: what `up`, `down` and `status` do, returning data for the CLI;
+and the wiring every command (and a connect) shares: a cluster's login, the local state a config
+vouches for, a profile's allocator."""
 
 from __future__ import annotations
 
@@ -7,11 +9,32 @@ from itertools import groupby
 from typing import NamedTuple
 
 from . import paths
-from .allocate import allocator, login_to, trusted_by
-from .config import Config, Profile
+from .allocate import Allocator
+from .config import Cluster, Config, Profile
+from .login import Login, open_login
 from .queue import cancel_owned, owned_jobs
 from .slurm import Job
-from .state import State
+from .state import State, Trust
+
+
+def allocator(cfg: Config, profile: Profile,
+              report: Callable[[Job, float], None] | None = None) -> Allocator:
+    """The allocator for ``profile``: its cluster's login connection, the local state (whose
+    host keys count only as ``cfg`` vouches for them), the profile's alias."""
+    return Allocator(login_to(profile.cluster), profile, State(paths.home(), trust=trusted_by(cfg)),
+                     cfg.prefix + profile.name, report=report)
+
+
+def login_to(cluster: Cluster) -> Login:
+    """The cluster's login connection, through the backend its config names."""
+    return open_login(cluster.login, cluster.backend, cluster.agent_idle, cluster.login_shell)
+
+
+def trusted_by(cfg: Config) -> Trust:
+    """A record's host keys count only if the config in use makes that very profile, alias and
+    cluster: records of another config, or of a removed profile or cluster, vouch for nothing."""
+    made = {p.key: (cfg.prefix + p.name, p.cluster.login) for p in cfg.profiles.values()}
+    return lambda key, rec: made.get(key) == (rec.alias, rec.login)
 
 
 def _by_cluster(profiles: Iterable[Profile]) -> Iterable[tuple[str, list[Profile]]]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config, jobscript
-from .allocate import SSH_PORT, allocator
+from .manage import allocator
+from .route import SSH_PORT
 
 
 def connect(alias: str, config_path: Path | None = None) -> int:

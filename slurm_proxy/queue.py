@@ -1,5 +1,6 @@
 """slurm-proxy's Slurm operations over a login connection: read the user's queue, tell which jobs
-are slurm-proxy's own for a profile, cancel those and only those.
+are slurm-proxy's own for a profile, submit one, cancel those and only those, and keep the local
+records in step with what Slurm lists.
 
 A job is slurm-proxy's for a profile when its name *and* its comment say so; it is cancelled
 only when the local state also records it.
@@ -7,16 +8,19 @@ only when the local state also records it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from . import log, slurm
+from . import jobscript, log, session, slurm
 from .config import Profile
-from .errors import SlurmError
+from .errors import ContainerMissing, SlurmError
 from .login import Login
 from .slurm import Job
 from .state import JobRecord, State
 
 SUCCESSOR = "+next"  # the record key suffix of a job submitted to follow the running one
+# A record younger than this may belong to a job a concurrent connect just submitted, which an
+# earlier squeue could not list yet: only older records of unlisted jobs are dropped.
+FORGET_AFTER = 60.0
 
 
 def user_jobs(login: Login) -> list[Job]:
@@ -40,6 +44,47 @@ def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job
         return None
     return min(mine, key=lambda j: (j.state != "RUNNING", record is None or record.job_id != j.job_id,
                                     slurm.job_number(j)))
+
+
+def record_of(state: State, profile: Profile) -> JobRecord | None:
+    """The local record of ``profile``'s job, if it was made for its cluster's login."""
+    rec = state.job(profile.key)
+    return rec if rec and rec.login == profile.cluster.login else None
+
+
+def submit(login: Login, profile: Profile, state: State, wall: Callable[[], float],
+           successor: bool = False) -> str:
+    """sbatch the profile's job and record it (a ``successor`` beside the running one) as
+    submitted at ``wall()``; its id."""
+    image = profile.container
+    if image and login.run(session.image_check_argv(image)).returncode != 0:
+        raise ContainerMissing(image, login.destination)
+    argv = slurm.sbatch_argv(profile.sbatch_options(), slurm.job_name(profile.name),
+                             slurm.job_comment(profile.key))
+    res = login.run(argv, stdin=jobscript.batch_script(profile))
+    if res.returncode != 0:
+        raise SlurmError("sbatch", slurm.refusal(res.stderr) or detail(res.stderr))
+    job_id = slurm.parse_sbatch(res.stdout)
+    key = profile.key + (SUCCESSOR if successor else "")
+    state.record(JobRecord(job_id=job_id, profile=key, submitted=wall(), login=profile.cluster.login))
+    log.info(f"submitted job {job_id} for profile {profile.name}"
+             + (" to follow the running one" if successor else ""))
+    return job_id
+
+
+def script_said(login: Login, job_id: str) -> str:
+    """What the job's batch script last said (``error …``, ``timelimit``), or ""."""
+    return login.run(jobscript.said_argv(job_id)).stdout.strip()
+
+
+def forget_gone(state: State, login_host: str, jobs: Sequence[Job], now: float) -> None:
+    """Drop the records of the cluster's (``login_host``'s) jobs that Slurm no longer lists
+    among ``jobs``: their nodes' keys must not stay trusted. Nothing is written when nothing
+    changes."""
+    live = {j.job_id for j in jobs if not j.ended}
+    old = now - FORGET_AFTER
+    state.forget_where(lambda rec: rec.login == login_host and rec.job_id not in live
+                       and rec.submitted < old)
 
 
 def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fakes import FakeLogin
 
-from slurm_proxy import allocate, jobscript, log, paths, progress, queue, slurm
+from slurm_proxy import allocate, jobscript, log, manage, paths, progress, queue, slurm
 from slurm_proxy.allocate import Allocator
 from slurm_proxy.config import Cluster, Config, Profile
 from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
@@ -504,7 +504,7 @@ def test_a_record_made_for_another_login_is_not_this_clusters(state: State, cloc
 
 def test_trusted_by_vouches_only_for_the_configs_own_profiles() -> None:
     cfg = Config(Path("c.toml"), "slurm-", {"hpc": PROFILE.cluster}, {"debug": PROFILE})
-    trust = allocate.trusted_by(cfg)
+    trust = manage.trusted_by(cfg)
     rec = JobRecord("42", "hpc.debug", 0.0, **NODE1)
     assert trust("hpc.debug", rec)
     assert not trust("otp.debug", rec._replace(profile="otp.debug"))

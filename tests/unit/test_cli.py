@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from slurm_proxy import allocate, cli, config, doctor, log, paths, slurm
+from slurm_proxy import cli, config, doctor, log, manage, paths, slurm
 from slurm_proxy.login import Result
 from slurm_proxy.login import agent as agent_login
 
@@ -64,7 +64,7 @@ def login(monkeypatch: pytest.MonkeyPatch) -> Iterator[Login]:
     def use(**answers: Any) -> FakeLogin:
         fake = FakeLogin(**answers)
         made.append(fake)
-        for module in (allocate, cli):  # allocate.login_to serves manage and doctor too
+        for module in (manage, cli):  # manage.login_to serves doctor and a connect too
             monkeypatch.setattr(module, "open_login", lambda *a, **k: fake)
         return fake
 
@@ -133,7 +133,7 @@ def test_down_keeps_known_hosts_to_what_the_config_vouches_for(
     also after ``down`` rewrites the state."""
     from slurm_proxy.state import JobRecord, State
 
-    state = State(paths.home(), trust=allocate.trusted_by(config.load()))
+    state = State(paths.home(), trust=manage.trusted_by(config.load()))
     state.record(JobRecord("42", "hpc.debug", 0.0, "slurm-debug", "node1", (ED,), login="hpc"))
     state.record(JobRecord("41", "hpc.removed", 0.0, "slurm-removed", "node9", (ED,), login="hpc"))
     assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"
