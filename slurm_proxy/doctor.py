@@ -11,7 +11,7 @@ from pathlib import Path
 from . import config, host_block, node_doctor, paths
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
-from .login import Login, OpenSSHLogin, find_ssh, remote
+from .login import Login, find_ssh, remote, ssh_client
 from .manage import login_to
 from .node_doctor import Check
 from .node_trust import no_forwarding_file
@@ -99,8 +99,9 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
     shared, how = login.sharing()
     yield Check("connection sharing", shared, how, "" if shared is not False else
                 "ssh could not keep a master connection; check its ControlPath directory")
-    if isinstance(login, OpenSSHLogin):
-        factor = second_factor(login.ssh, destination)
+    ssh = ssh_client(login)
+    if ssh is not None:
+        factor = second_factor(ssh, destination)
         if factor:
             yield Check("two-factor login", None, f"{destination} asks for {factor} after the key: "
                         "the openssh backend asks once per login (terminal, "
@@ -117,7 +118,8 @@ def _login_shell(cluster: Cluster) -> bool:
 def _check_forwarding(login: Login, cluster: Cluster) -> Iterator[Check]:
     """Does the login node forward TCP (``ssh -W``)? Tried toward the login node's own sshd, as
     ssh reaches it; a refusal sends sessions through srun, which needs no forwarding."""
-    target = ssh_options(login.ssh, cluster.login) if isinstance(login, OpenSSHLogin) else {}
+    ssh = ssh_client(login)
+    target = ssh_options(ssh, cluster.login) if ssh is not None else {}
     memo = no_forwarding_file(cluster.login)
     refused = ""
     if target.get("hostname"):

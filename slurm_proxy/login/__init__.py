@@ -1,8 +1,17 @@
 """The connection to the login node: run a command there, or hand our stdio to a TCP hop.
 
-Nothing here knows of Slurm. The contract is ``base``; each backend is a module of its own
-(``openssh``, ``paramiko_backend``, ``agent``), and ``open_login`` chooses one, importing the others
-only when they are chosen, so the default path never pays for paramiko.
+Nothing here knows of Slurm. The contract is ``base`` (``Login``; ``ChannelLogin``, the narrower
+one the agent holds); each backend is its own modules, none importing another's: ``openssh`` (+
+``control``), ``paramiko_backend`` (+ ``paramiko_connect``), ``agent`` and ``agent_server`` (+
+``wire``). What backends share is in modules that belong to none: ``pump``, ``prompt``,
+``remote``, ``sockets``, ``ssh_config``, ``known_hosts``, ``auth``, ``reasons``. ``open_login``
+chooses a backend, importing the others only when they are chosen, so the default path never pays
+for paramiko; callers outside the package use only what this module exports.
+
+Words: a *login* is a connection object (a ``Login``); its *destination* is the ssh name it
+connects to (``user@host`` or a Host alias), a cluster's ``login`` in the config; a *connect* is
+the slurm-proxy process of one ``ssh slurm-…``; the *agent* is the per-user process that holds one
+login per destination for every connect, each connect talking to it over a ``wire``.
 """
 
 from __future__ import annotations
@@ -19,8 +28,8 @@ from .openssh import OpenSSHLogin, find_ssh
 if TYPE_CHECKING:  # for annotations: the agent's module is imported only when used
     from .agent import AgentStatus as AgentStatus
 
-__all__ = ["Login", "OpenSSHLogin", "Result", "agent_status", "find_ssh", "no_exec", "open_login",
-           "serve_agent", "start_agent", "stop_agent"]
+__all__ = ["Login", "Result", "agent_status", "find_ssh", "no_exec", "open_login", "serve_agent",
+           "ssh_client", "start_agent", "stop_agent"]
 
 
 def open_login(destination: str, backend: str = "", agent_idle: int = AGENT_IDLE,
@@ -43,6 +52,12 @@ def open_login(destination: str, backend: str = "", agent_idle: int = AGENT_IDLE
     from .paramiko_backend import ParamikoLogin
 
     return ParamikoLogin(destination, login_shell=login_shell)
+
+
+def ssh_client(login: Login) -> str | None:
+    """The ``ssh`` binary ``login`` runs, to ask it as the login does (``ssh -G``, a login with
+    ``-v``); None for a login that runs no ssh client (paramiko, the agent)."""
+    return login.ssh if isinstance(login, OpenSSHLogin) else None
 
 
 # The login agent, for the `agent` command: each imported only when asked for.
@@ -71,8 +86,9 @@ def stop_agent(home: Path) -> AgentStatus | None:
 def serve_agent(home: Path, idle: int = AGENT_IDLE) -> int:
     """Be the agent, in this process, until it exits."""
     from .agent_server import serve
+    from .paramiko_backend import ParamikoLogin  # the login the agent holds for each host
 
-    return serve(home, idle)
+    return serve(home, idle, ParamikoLogin)
 
 
 def windows() -> bool:

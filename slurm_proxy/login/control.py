@@ -1,9 +1,5 @@
-"""The shared ssh connection to a login node: where its socket lives, and one creator at a time.
-
-ssh binds a ControlPath as ``<path>.<16 random characters>`` before renaming it into place, and a
-Unix socket path is limited to 104 bytes on macOS and the BSDs, 108 on Linux: the path is short
-by construction (16 hex characters named after the destination, in a 0700 directory of ours),
-and when the state directory is too deep for that, in a private directory under /tmp.
+"""The OpenSSH backend's shared connection to a login node: is its master alive, and one creator
+at a time (where its socket lives is ``sockets``'s, shared with the agent).
 
 A master that is not there (never started, or dead after a network drop or the laptop's sleep)
 is made by exactly one connect: the others wait on a lock and then use it, so a login that asks
@@ -13,44 +9,15 @@ same line instead of prompting again.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .. import log, paths
-from ..errors import LoginError, SlurmProxyError
+from ..errors import LoginError
 
-SSH_SUFFIX = 17  # ssh binds "<ControlPath>.XXXXXXXXXXXXXXXX" and renames it into place
 CREATE_TIMEOUT = 300.0  # seconds a connect waits for another one's login (a code being typed)
-
-
-def sun_path_max(platform: str = sys.platform) -> int:
-    """The longest Unix socket path the platform takes, in bytes (without the final NUL)."""
-    return 103 if platform == "darwin" or "bsd" in platform else 107
-
-
-def short_name(text: str) -> str:
-    """16 hex characters named after ``text``: short enough for any socket path."""
-    data = text.encode()
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
-
-
-def socket_path(destination: str, state_dir: Path, platform: str = sys.platform,
-                uid: int | None = None, tmp: Path = Path("/tmp")) -> Path:  # noqa: S108 (checked 0700, ours)
-    """The control socket for ``destination``: under ``state_dir``, or /tmp when that is too
-    long for ssh's temporary name to fit the platform's limit."""
-    name = short_name(destination)
-    uid = os.getuid() if uid is None else uid
-    limit = sun_path_max(platform)
-    for directory in (state_dir / "cm", tmp / f"slurm-proxy-{uid}"):
-        if len(os.fsencode(directory / name)) + SSH_SUFFIX <= limit:
-            return directory / name
-    raise SlurmProxyError(f"no path for ssh's control socket is short enough ({limit} bytes on "
-                          f"this system): set SLURM_PROXY_HOME to a shorter directory")
 
 
 def master_alive(path: Path) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import log, paths
 from ..errors import LoginError
-from . import control
+from . import control, sockets
 from .base import SSH_CONFIG_FILES, Result, no_exec
 from .remote import Shell, forwarding_refusal
 
@@ -57,7 +57,7 @@ class OpenSSHLogin:
             if os.name != "nt":  # Windows' OpenSSH has no connection sharing
                 paths.private_dir(self.control_dir)
                 if not self._user_control_path():
-                    self.control_path = control.socket_path(self.destination, paths.home())
+                    self.control_path = sockets.socket_path(self.destination, paths.home())
                     paths.private_dir(self.control_path.parent)
                     self._options += [
                         "-o", "ControlMaster=auto",

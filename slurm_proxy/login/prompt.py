@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SlurmProxyError
-
-# How a login asks the user: (prompt, echo) → the answer; raises CannotAsk or Cancelled. ``ask``
-# below, or the agent's, which asks through the connect that needs the login.
-Ask = Callable[[str, bool], str]
+from .base import Ask as Ask  # how a login asks the user: ``ask`` below, or the agent's
 
 
 class CannotAsk(SlurmProxyError):

@@ -14,20 +14,10 @@ from typing import Protocol
 
 from .. import log
 from ..log import one_line
+from .base import Channel as Channel  # what the pump relays: the contract's
 from .base import no_exec
 
 READ_SIZE = 64 * 1024  # bytes asked of stdin / the channel per call
-
-
-class Channel(Protocol):
-    """What the pump uses of a ``paramiko.Channel``."""
-
-    def recv(self, nbytes: int) -> bytes: ...
-    def recv_stderr(self, nbytes: int) -> bytes: ...
-    def sendall(self, data: bytes) -> None: ...
-    def shutdown_write(self) -> None: ...
-    def recv_exit_status(self) -> int: ...
-    def close(self) -> None: ...
 
 
 class Source(Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import log
 from ..errors import SlurmProxyError
-from . import control
+from . import sockets
 
 # In the agent's address: a slurm-proxy that speaks another protocol starts its own agent.
 PROTOCOL = 1
@@ -56,8 +56,8 @@ def address(home: Path, platform: str = sys.platform, uid: int | None = None) ->
     """Where the agent of the state directory ``home`` (of the user ``uid``) listens."""
     name = f"slurm-proxy-agent {PROTOCOL} {home}"
     if platform == "win32":
-        return rf"\\.\pipe\slurm-proxy-agent-{PROTOCOL}-{control.short_name(name)}"
-    return str(control.socket_path(name, home, platform, uid))
+        return rf"\\.\pipe\slurm-proxy-agent-{PROTOCOL}-{sockets.short_name(name)}"
+    return str(sockets.socket_path(name, home, platform, uid))
 
 
 def key_path(home: Path) -> Path:

@@ -18,7 +18,7 @@ import pytest
 
 from slurm_proxy import paths
 from slurm_proxy.errors import LoginError
-from slurm_proxy.login import agent, agent_server, paramiko_backend, prompt, wire
+from slurm_proxy.login import agent, agent_server, paramiko_backend, paramiko_connect, prompt, wire
 from slurm_proxy.login.pump import BytesSource
 
 CODE = "424242"
@@ -60,7 +60,7 @@ class Pipe:
 
 
 class FakeLogin:
-    """ParamikoLogin's part the agent uses: a login that asks for a code, and channels."""
+    """A ChannelLogin, all the agent uses of a login: one that asks for a code, and channels."""
 
     made: ClassVar[list[str]] = []
 
@@ -69,16 +69,14 @@ class FakeLogin:
 
     def __init__(self, destination: str) -> None:
         self.destination = destination
-        self.ask: prompt.Ask = prompt.ask
-        self.auth_sock: str | None = None  # as ParamikoLogin's: None = the environment's
         self.connected = False
 
-    def connection(self) -> None:
+    def connect(self, ask: prompt.Ask, auth_sock: str | None) -> None:
         if self.together is not None:
             self.together.wait(timeout=10)
-        self.ssh_agents[self.destination] = (self.auth_sock if self.auth_sock is not None
+        self.ssh_agents[self.destination] = (auth_sock if auth_sock is not None  # None: the environment's
                                              else os.environ.get("SSH_AUTH_SOCK"))
-        if self.ask(f"Code for {self.destination}: ", False) != CODE:
+        if ask(f"Code for {self.destination}: ", False) != CODE:
             raise LoginError(self.destination, "permission denied (keyboard-interactive)")
         self.made.append(self.destination)
         self.connected = True
@@ -99,12 +97,11 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[agent_server.Agent]:
     FakeLogin.made = []
     FakeLogin.together = None
     FakeLogin.ssh_agents = {}
-    monkeypatch.setattr(agent_server, "ParamikoLogin", FakeLogin)
     monkeypatch.setattr(agent_server, "TICK", 0.05)
 
     monkeypatch.setattr(os, "_exit", lambda status: threading.Event().wait())  # a daemon thread rests
     home = paths.home()
-    server = agent_server.Agent(home, idle=600)
+    server = agent_server.Agent(home, idle=600, make_login=FakeLogin)
     listener = server.start()
     threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
     yield server
@@ -130,7 +127,7 @@ class Typist:
     def ask(self, text: str, echo: bool = False) -> str:
         self.asked.append(text)
         deadline = time.monotonic() + 10
-        while sum(held.channels for held in self.server.held.values()) < self.together:
+        while sum(held.channels for held in self.server.logins.held.values()) < self.together:
             assert time.monotonic() < deadline, f"{self.together} connects never came together"
             time.sleep(0.01)
         return self.code
@@ -283,12 +280,12 @@ def test_a_login_lost_before_its_channel_is_made_again_under_the_hosts_login_loc
         server: agent_server.Agent, monkeypatch: pytest.MonkeyPatch, op: str) -> None:
     logins: list[bool] = []  # per login: was the host's login lock held?
 
-    def connect(login: paramiko_backend.ParamikoLogin, config: object, target: object) -> DyingTransport:
-        logins.append(server.held[login.destination].logging_in.locked())
+    def connect(link: paramiko_connect.Connector, config: object, target: object) -> DyingTransport:
+        logins.append(server.logins.held[link.destination].logging_in.locked())
         return DyingTransport(alive=len(logins) > 1)
 
-    monkeypatch.setattr(agent_server, "ParamikoLogin", paramiko_backend.ParamikoLogin)
-    monkeypatch.setattr(paramiko_backend.ParamikoLogin, "_connect", connect)
+    monkeypatch.setattr(server.logins, "make_login", paramiko_backend.ParamikoLogin)
+    monkeypatch.setattr(paramiko_connect.Connector, "_connect", connect)
     request = {"op": op, "command": "true", "host": "node1", "port": 22}
     out: list[bytes] = []
     status = agent.AgentLogin("hpc", home=server.home)._relay(request, BytesSource(b""), out.append, None)
