@@ -92,62 +92,70 @@ SP_SSHD = SP_HOSTKEY + r"""sp_sshd() {
 
 
 def batch_script(profile: Profile) -> str:
-    mode = profile.mode
-    sshd = mode == "sshd"
+    """The job's script: the profile's values, as checked numbers, then shell kept in data."""
     limit = parse_duration(profile.time) if profile.time else None
-    return f"""#!/bin/bash
-# slurm-proxy: holds this allocation for ssh sessions (profile {profile.name}, mode {mode}).
+    values = f"""#!/bin/bash
+# slurm-proxy: holds this allocation for ssh sessions (profile {profile.name}, mode {profile.mode}).
 idle_timeout={int(profile.idle_timeout)}
 idle_check={int(profile.idle_check)}
 time_limit={int(limit or 0)}
 warn_before={int(profile.warn_before)}
 
-# The job's environment (and its GPUs), for sessions: . ~/.slurm-proxy/env.sh
+"""
+    start = _SSHD_START if profile.mode == "sshd" else "say ready"
+    return values + _SESSION_ENV + _session_files(profile) + _READY + start + _WATCHDOG
+
+
+# The batch script after its values: the job's environment for sessions, then (after the
+# session files) its cleanup and how it says it is ready, then (after it started) the watchdog.
+_SESSION_ENV = r"""# The job's environment (and its GPUs), for sessions: . ~/.slurm-proxy/env.sh
 umask 077
 sp="$HOME/.slurm-proxy"
 mkdir -p "$sp/env" "$sp/jobs"
-for v in "${{!SLURM_@}}" CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
-    [ -n "${{!v+set}}" ] && printf 'export %s=%q\\n' "$v" "${{!v}}"
+for v in "${!SLURM_@}" CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL; do
+    [ -n "${!v+set}" ] && printf 'export %s=%q\n' "$v" "${!v}"
 done > "$sp/env/$SLURM_JOB_ID"
 cat > "$sp/env.sh.$SLURM_JOB_ID" <<'EOF'
-{ENV_LOADER}EOF
+""" + ENV_LOADER + r"""EOF
 mv -f "$sp/env.sh.$SLURM_JOB_ID" "$sp/env.sh"
-{_session_files(profile)}sshd_pid=
+"""
+_READY = r"""sshd_pid=
 ready="$sp/jobs/$SLURM_JOB_ID"
 # An error stays for the connect that waits for this job to read (`said_argv`); a day at most.
 find "$sp/jobs" -type f -mmin +1440 -delete 2>/dev/null
-cleanup() {{
+cleanup() {
     rm -f "$sp/env/$SLURM_JOB_ID" "$ready".*
     rm -rf "$sp/session/$SLURM_JOB_ID"
     case $(head -c 6 "$ready" 2>/dev/null) in "error "|timeli) ;; *) rm -f "$ready" ;; esac
     [ -z "$sshd_pid" ] || kill "$sshd_pid"
-}}
+}
 trap cleanup EXIT
 # Slurm's TERM at the time limit is said, for the connect that replaces this job.
 trap '[ "$time_limit" -gt 0 ] && [ $(( $(date +%s) + 60 )) -ge "$ends" ] && say timelimit; exit 0' TERM
 
 # Tell the login node this job is ready (or why it never will be).
-say() {{ printf '%s\\n' "$1" > "$ready.new" && mv -f "$ready.new" "$ready"; }}
-{_SSHD_START if sshd else 'say ready'}
+say() { printf '%s\n' "$1" > "$ready.new" && mv -f "$ready.new" "$ready"; }
+"""
+_WATCHDOG = r"""
 me=$(id -u)
-sessions() {{
+sessions() {
     if [ -n "$sshd_pid" ] && pgrep -P "$sshd_pid" >/dev/null 2>&1; then echo "$sshd_pid"; return; fi
     scontrol listpids "$SLURM_JOB_ID" 2>/dev/null | while read -r pid _ step _; do
         [ "$step" != batch ] && [ "$pid" -gt 0 ] 2>/dev/null || continue
         [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$me" ] || continue
         case "$(cat "/proc/$pid/comm" 2>/dev/null)" in sshd*) echo "$pid"; return ;; esac
     done
-}}
+}
 
 # Sessions are told once when the time limit is near: on the terminals of this job's sessions.
 ends=$(( $(date +%s) + time_limit )) warned=
-tell_sessions() {{
+tell_sessions() {
     scontrol listpids "$SLURM_JOB_ID" 2>/dev/null | while read -r pid _; do
         [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$me" ] && readlink "/proc/$pid/fd/0" 2>/dev/null
     done | grep '^/dev/pts/' | sort -u | while read -r tty; do
-        printf '\\r\\nslurm-proxy: %s\\r\\n' "$1" > "$tty" 2>/dev/null
+        printf '\r\nslurm-proxy: %s\r\n' "$1" > "$tty" 2>/dev/null
     done
-}}
+}
 
 last=$(date +%s)
 while :; do

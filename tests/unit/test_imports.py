@@ -1,4 +1,6 @@
-"""The package's imports form no circle, and the login contract imports no backend."""
+"""The package's shape: its imports form no circle, the login package is shaped like filelock (the
+contract imports no backend, no backend imports another), and no module, class or function grows
+past what one reader takes in."""
 
 from __future__ import annotations
 
@@ -68,6 +70,55 @@ def test_the_graph_is_read() -> None:
 
 def test_the_login_contract_imports_no_backend() -> None:
     assert not {m for m in GRAPH["slurm_proxy.login.base"] if m.startswith("slurm_proxy.login")}
+
+
+# Each login backend's own modules; what they share (base, pump, prompt, remote, sockets, …) is in
+# modules of its own that belong to none.
+BACKENDS = {
+    "openssh": {"openssh", "control"},
+    "paramiko": {"paramiko_backend", "paramiko_connect"},
+    "agent": {"agent", "agent_server", "wire"},
+}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_no_login_backend_imports_another(backend: str) -> None:
+    others = {f"slurm_proxy.login.{m}" for b, ms in BACKENDS.items() if b != backend for m in ms}
+    mine = {f"slurm_proxy.login.{m}" for m in BACKENDS[backend]}
+    assert {(m, dep) for m in mine for dep in GRAPH[m] & others} == set()
+
+
+def test_the_agent_server_holds_a_login_through_the_contract() -> None:
+    assert {m for m in GRAPH["slurm_proxy.login.agent_server"] if m.startswith("slurm_proxy.login.")} <= {
+        "slurm_proxy.login.base", "slurm_proxy.login.wire", "slurm_proxy.login.pump",
+        "slurm_proxy.login.prompt"}
+
+
+CLASS_MAX = 150  # lines, decorators included
+FUNCTION_MAX = 60
+
+
+def sizes() -> list[tuple[str, str, int]]:
+    """(kind, where, lines) of every class and function (methods and nested ones too)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                kind = "class" if isinstance(node, ast.ClassDef) else "function"
+                where = f"{module_name(path)}:{node.lineno} {node.name}"
+                found.append((kind, where, (node.end_lineno or node.lineno) - first + 1))
+    return found
+
+
+def test_no_class_or_function_does_too_many_jobs() -> None:
+    limit = {"class": CLASS_MAX, "function": FUNCTION_MAX}
+    assert [(kind, where, n) for kind, where, n in sizes() if n > limit[kind]] == []
+
+
+def test_the_size_limits_are_measured() -> None:
+    found = {where.split(" ")[-1]: n for kind, where, n in sizes() if kind == "class"}
+    assert 50 < found["Allocator"] <= CLASS_MAX  # a class is read whole, not as its first line
 
 
 def test_no_module_does_too_many_jobs() -> None:
