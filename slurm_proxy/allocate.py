@@ -78,7 +78,7 @@ class Allocator:
     def query(self) -> tuple[Job | None, list[Job]]:
         """The profile's live job (if any) and all the user's jobs, from one squeue."""
         jobs = queue.user_jobs(self.login)
-        return queue.ours(self.profile, jobs, queue.record_of(self.state, self.profile)), jobs
+        return queue.live_job(self.profile, jobs, queue.record_of(self.state, self.profile)), jobs
 
     def submit(self, successor: bool = False) -> str:
         """sbatch the profile's job (a ``successor`` is recorded beside the running one)."""

@@ -207,7 +207,7 @@ def init(login: str | None, cluster_name: str | None, non_interactive: bool, for
             log.info(f"next: {host_block.FIX} from slurm-proxy installed for good, then {first}")
             return 0
         _, listing = host_block.install_listing(ssh_path, config.DEFAULT_PREFIX, proposal.profiles,
-                                                command, State(paths.home()).known_hosts)
+                                                command, State(paths.state_dir()).known_hosts)
         _own_hosts(listing, ssh_path)
         log.info(f"the slurm-proxy block in {ssh_path} lists them; next: {first}")
         return 0
@@ -257,7 +257,7 @@ def ssh_config(install: bool, path: Path) -> None:
             log.info(f"warning: {command[0]} is {ephemeral}; the block below will stop working")
         prefix = cfg.prefix if cfg else config.DEFAULT_PREFIX
         profiles = list(cfg.profiles) if cfg else []
-        known_hosts = State(paths.home()).known_hosts
+        known_hosts = State(paths.state_dir()).known_hosts
         if not install:
             listing = host_block.listing(prefix, profiles, host_block.read(path))
             click.echo(host_block.host_block(prefix, command, known_hosts, aliases=listing.aliases),
@@ -294,7 +294,7 @@ def agent(show: bool, stop: bool, foreground: bool, idle: int | None) -> None:
     def run() -> int:
         if show + stop + foreground > 1:
             raise click.UsageError("choose one of --status, --stop, --foreground")
-        home = paths.home()
+        home = paths.state_dir()
         if foreground:
             return serve_agent(home, idle or _agent_idle())
         if stop:

@@ -12,7 +12,7 @@ from . import paths
 from .allocate import Allocator
 from .config import Cluster, Config, Profile
 from .login import Login, open_login
-from .queue import cancel_owned, owned_jobs
+from .queue import cancel_recorded, live_jobs
 from .slurm import Job
 from .state import State, Trust
 
@@ -21,7 +21,7 @@ def allocator(cfg: Config, profile: Profile,
               report: Callable[[Job, float], None] | None = None) -> Allocator:
     """The allocator for ``profile``: its cluster's login connection, the local state (whose
     host keys count only as ``cfg`` vouches for them), the profile's alias."""
-    return Allocator(login_to(profile.cluster), profile, State(paths.home(), trust=trusted_by(cfg)),
+    return Allocator(login_to(profile.cluster), profile, State(paths.state_dir(), trust=trusted_by(cfg)),
                      cfg.prefix + profile.name, report=report)
 
 
@@ -57,11 +57,11 @@ def down(cfg: Config, profiles: Iterable[Profile]) -> list[str]:
     """Cancel the jobs slurm-proxy submitted for ``profiles`` (of ``cfg``): only those Slurm lists
     with our name and comment *and* that the local state records. Returns the cancelled job ids.
     The known_hosts it rewrites holds only the keys ``cfg`` vouches for, as a connect's does."""
-    state = State(paths.home(), trust=trusted_by(cfg))
+    state = State(paths.state_dir(), trust=trusted_by(cfg))
     cancelled = []
     for _, group in _by_cluster(profiles):
         login = login_to(group[0].cluster)
-        cancelled += cancel_owned(login, group, state)
+        cancelled += cancel_recorded(login, group, state)
     return cancelled
 
 
@@ -79,10 +79,10 @@ class StatusRow(NamedTuple):
 
 def status(cfg: Config) -> list[StatusRow]:
     """One row per profile: its job (if any), state, node, time left. One squeue per cluster."""
-    state = State(paths.home())
+    state = State(paths.state_dir())
     rows = []
     for _, group in _by_cluster(cfg.profiles.values()):
-        jobs = owned_jobs(login_to(group[0].cluster), group, state)
+        jobs = live_jobs(login_to(group[0].cluster), group, state)
         for p in group:
             job = jobs.get(p.key)
             rows.append(StatusRow(

@@ -40,11 +40,16 @@ def user_dir(kind: str, platform: str = sys.platform, env: Mapping[str, str] | N
     return config
 
 
-def home() -> Path:
+def state_dir() -> Path:
+    """slurm-proxy's own directory (state, locks, sockets, the agent's files): not $HOME, though
+    ``$SLURM_PROXY_HOME`` overrides it."""
     env = os.environ.get("SLURM_PROXY_HOME")
     if env:
         return Path(env).expanduser()
     return user_dir("state") / "slurm-proxy"
+
+
+home = state_dir  # its old name, until login/remote.py's change in flight moves to state_dir
 
 
 def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
@@ -71,7 +76,7 @@ def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
 def private_dir(path: Path) -> Path:
     """Create ``path`` 0700 if missing; refuse one that is a symlink, not ours, or open to others.
     A directory inside ours makes ours first, so that it is 0700 too."""
-    ours = home()
+    ours = state_dir()
     if ours in path.parents:
         private_dir(ours)
     try:

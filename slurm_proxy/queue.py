@@ -2,8 +2,10 @@
 are slurm-proxy's own for a profile, submit one, cancel those and only those, and keep the local
 records in step with what Slurm lists.
 
-A job is slurm-proxy's for a profile when its name *and* its comment say so; it is cancelled
-only when the local state also records it.
+Words: a job is *made for* a profile when its name *and* its comment say so (``made_for``); the
+profile's *live job* is the one of those a connect uses (``live_job``); a job is *recorded* when
+the local state holds it for the profile, and only a job made for a profile *and* recorded is ever
+cancelled (``cancel_recorded``).
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ def user_jobs(login: Login) -> list[Job]:
     return jobs
 
 
-def ours(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
+def live_job(profile: Profile, jobs: Iterable[Job], record: JobRecord | None) -> Job | None:
     """slurm-proxy's live job for ``profile`` among ``jobs``: one with its name *and* comment;
     when there are several, a running one wins (a pending successor waits its turn), then the
     recorded one, then the oldest."""
-    mine = [j for j in jobs if owns(profile, j) and not j.ended]
+    mine = [j for j in jobs if made_for(profile, j) and not j.ended]
     if not mine:
         return None
     return min(mine, key=lambda j: (j.state != "RUNNING", record is None or record.job_id != j.job_id,
@@ -87,20 +89,20 @@ def forget_gone(state: State, login_host: str, jobs: Sequence[Job], now: float) 
                        and rec.submitted < old)
 
 
-def owned_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
+def live_jobs(login: Login, profiles: list[Profile], state: State) -> dict[str, Job]:
     """Profile key → the live job slurm-proxy made for it, for profiles of one cluster, with one
     squeue."""
     jobs = user_jobs(login)
     records = state.jobs()
-    found = {p.key: ours(p, jobs, records.get(p.key)) for p in profiles}
+    found = {p.key: live_job(p, jobs, records.get(p.key)) for p in profiles}
     return {key: job for key, job in found.items() if job is not None}
 
 
-def cancel_owned(login: Login, profiles: list[Profile], state: State) -> list[str]:
+def cancel_recorded(login: Login, profiles: list[Profile], state: State) -> list[str]:
     """Cancel slurm-proxy's jobs for ``profiles`` (of one cluster): only those that Slurm lists
     with our name and comment *and* that the local state records. The cancelled job ids."""
     records = state.jobs()
-    live = {j.job_id for j in user_jobs(login) if not j.ended and any(owns(p, j) for p in profiles)}
+    live = {j.job_id for j in user_jobs(login) if not j.ended and any(made_for(p, j) for p in profiles)}
     keys = [key for p in profiles for key in (p.key, p.key + SUCCESSOR) if key in records]
     mine = {key: records[key].job_id for key in keys if records[key].job_id in live}
     cancel(login, state, mine)
@@ -121,7 +123,7 @@ def cancel(login: Login, state: State, jobs: dict[str, str]) -> None:
         state.forget(key, job_id)
 
 
-def owns(profile: Profile, job: Job) -> bool:
+def made_for(profile: Profile, job: Job) -> bool:
     """slurm-proxy's job for ``profile``: its name *and* its comment say so."""
     return job.name == slurm.job_name(profile.name) and job.comment == slurm.job_comment(profile.key)
 

@@ -26,7 +26,7 @@ def successor_due(profile: Profile, job: Job, jobs: Sequence[Job]) -> bool:
     even for a job past its limit, showing 0:00 left), and none among ``jobs`` yet?"""
     left, renew = job.time_left, profile.renew_before
     return bool(renew) and left is not None and left <= renew and not any(
-        queue.owns(profile, j) and j.job_id != job.job_id and not j.ended for j in jobs)
+        queue.made_for(profile, j) and j.job_id != job.job_id and not j.ended for j in jobs)
 
 
 def past_its_end(record: JobRecord | None, now: float) -> bool:

@@ -48,7 +48,7 @@ class AgentLogin:
         self.destination = destination
         self.shell = Shell(destination, login_shell)
         self.idle = idle
-        self.home = home or paths.home()
+        self.home = home or paths.state_dir()
         self.since = time.time()  # a login that fails after this fails this connect too
 
     # The Login interface

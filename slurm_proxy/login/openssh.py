@@ -44,7 +44,7 @@ class OpenSSHLogin:
         self.destination = destination
         self.shell = Shell(destination, login_shell)
         self.ssh = find_ssh()
-        self.control_dir = control_dir or paths.home() / "cm"
+        self.control_dir = control_dir or paths.state_dir() / "cm"
         self.control_path: Path | None = None  # the master's socket, when slurm-proxy manages it
         self.logs_in_per_command = os.name == "nt"  # Windows' OpenSSH has no connection sharing
         self._options: list[str] | None = None
@@ -57,7 +57,7 @@ class OpenSSHLogin:
             if os.name != "nt":  # Windows' OpenSSH has no connection sharing
                 paths.private_dir(self.control_dir)
                 if not self._user_control_path():
-                    self.control_path = sockets.socket_path(self.destination, paths.home())
+                    self.control_path = sockets.socket_path(self.destination, paths.state_dir())
                     paths.private_dir(self.control_path.parent)
                     self._options += [
                         "-o", "ControlMaster=auto",

@@ -54,7 +54,7 @@ class FakeClock:
 @pytest.fixture
 def state(monkeypatch: pytest.MonkeyPatch) -> State:
     monkeypatch.setattr(log, "verbosity", 0)
-    return State(paths.home())  # the root conftest points it at the test's own directory
+    return State(paths.state_dir())  # the root conftest points it at the test's own directory
 
 
 @pytest.fixture
@@ -417,7 +417,7 @@ def test_progress_line(job_line: str, waited: float | None, text: str) -> None:
 
 # --- several profiles, one squeue -------------------------------------------------------------
 
-def test_owned_jobs_for_several_profiles(state: State) -> None:
+def test_live_jobs_for_several_profiles(state: State) -> None:
     gpu = Profile(name="gpu", cluster=PROFILE.cluster)
     login = FakeLogin(squeue=[out(
         RUNNING,
@@ -425,13 +425,13 @@ def test_owned_jobs_for_several_profiles(state: State) -> None:
         line(job_id="51", name="slurm-proxy-gpu", comment="slurm-proxy:hpc.debug"),  # name/comment differ
         line(job_id="52", name="slurm-proxy-gpu", comment="slurm-proxy:other.gpu"),  # not asked for
     )])
-    jobs = queue.owned_jobs(login, [PROFILE, gpu], state)
+    jobs = queue.live_jobs(login, [PROFILE, gpu], state)
     assert {k: j.job_id for k, j in jobs.items()} == {"hpc.debug": "42", "hpc.gpu": "50"}
     assert login.calls == [slurm.squeue_argv()]
 
 
-def test_owned_jobs_none(state: State) -> None:
-    assert queue.owned_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
+def test_live_jobs_none(state: State) -> None:
+    assert queue.live_jobs(FakeLogin(squeue=[EMPTY]), [PROFILE], state) == {}
 
 
 def test_a_recorded_job_slurm_no_longer_lists_gives_way_to_one_found_by_name(

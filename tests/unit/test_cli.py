@@ -101,7 +101,7 @@ def test_up_no_wait_submits_under_the_lock(run: Run, cfg_path: Path, login: Logi
     code, stdout, stderr = run("up", "debug", "--no-wait")
     assert (code, stdout) == (0, "slurm-debug: submitted\n")
     assert fake.commands == ["squeue", "squeue", "sbatch"]
-    assert (paths.home() / "locks").is_dir()
+    assert (paths.state_dir() / "locks").is_dir()
     assert "submitted job 77 for profile debug" in stderr
 
 
@@ -120,7 +120,7 @@ def test_a_broken_config_is_file_and_line(run: Run, cfg_path: Path) -> None:
 def test_down_cancels_only_recorded_jobs(run: Run, cfg_path: Path, login: Login) -> None:
     from slurm_proxy.state import JobRecord, State
 
-    State(paths.home()).record(JobRecord("42", "hpc.debug", 0.0, login="hpc"))
+    State(paths.state_dir()).record(JobRecord("42", "hpc.debug", 0.0, login="hpc"))
     fake = login(squeue=[out(job_line("42", "debug"), job_line("43", "gpu"))], scancel=[out()])
     code, stdout, _ = run("down", "--all")
     assert (code, stdout) == (0, "cancelled 42\n")  # 43 is not recorded here: never cancelled
@@ -133,7 +133,7 @@ def test_down_keeps_known_hosts_to_what_the_config_vouches_for(
     also after ``down`` rewrites the state."""
     from slurm_proxy.state import JobRecord, State
 
-    state = State(paths.home(), trust=manage.trusted_by(config.load()))
+    state = State(paths.state_dir(), trust=manage.trusted_by(config.load()))
     state.record(JobRecord("42", "hpc.debug", 0.0, "slurm-debug", "node1", (ED,), login="hpc"))
     state.record(JobRecord("41", "hpc.removed", 0.0, "slurm-removed", "node9", (ED,), login="hpc"))
     assert state.known_hosts.read_text() == f"slurm-debug {ED}\n"

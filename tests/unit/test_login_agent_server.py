@@ -100,7 +100,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[agent_server.Agent]:
     monkeypatch.setattr(agent_server, "TICK", 0.05)
 
     monkeypatch.setattr(os, "_exit", lambda status: threading.Event().wait())  # a daemon thread rests
-    home = paths.home()
+    home = paths.state_dir()
     server = agent_server.Agent(home, idle=600, make_login=FakeLogin)
     listener = server.start()
     threading.Thread(target=server.accept, args=(listener,), daemon=True).start()

@@ -15,7 +15,7 @@ from slurm_proxy.state import VERSION, JobRecord, State
 @pytest.fixture
 def state(monkeypatch: pytest.MonkeyPatch) -> State:
     monkeypatch.setattr(log, "verbosity", 0)
-    return State(paths.home())  # the root conftest points it at the test's own directory
+    return State(paths.state_dir())  # the root conftest points it at the test's own directory
 
 
 def mode(path: Path) -> int:
@@ -227,7 +227,7 @@ def test_forget_where_writes_nothing_when_nothing_is_stale(state: State) -> None
 
 
 def test_a_directory_inside_ours_makes_ours_private_first(tmp_path: Path) -> None:
-    ours = paths.home()
+    ours = paths.state_dir()
     assert not ours.exists()
     paths.private_dir(ours / "cm")
     assert mode(ours) == 0o700 and mode(ours / "cm") == 0o700
