@@ -1,6 +1,6 @@
 """Slurm's side, as pure functions: command lines to run, and readers for what they print.
 
-Nothing here runs anything; ``allocate.py`` sends these argv lists through a ``Login``.
+Nothing here runs anything; ``queue.py`` and ``node_trust.py`` send these argv lists through a ``Login``.
 """
 
 from __future__ import annotations

@@ -76,10 +76,10 @@ class AgentLogin:
 
     def forwarding_refused(self, host: str, port: int) -> str:
         try:
-            line = self._open({"op": "tcp", "host": host, "port": port})
+            peer = self._open({"op": "tcp", "host": host, "port": port})
         except SlurmProxyError as e:
             return forwarding_refusal(str(e))
-        line.close()
+        peer.close()
         return ""
 
     def forward_command(self, argv: Sequence[str]) -> int:
@@ -105,8 +105,8 @@ class AgentLogin:
 
     def _relay(self, request: dict[str, Any], source: Source, out: Callable[[bytes], None],
                err: Callable[[bytes], None] | None) -> int:
-        line = self._open(request)
-        channel = _Channel(line, err)
+        peer = self._open(request)
+        channel = _Channel(peer, err)
         try:
             status = pump(channel, source, out)
         except (EOFError, OSError):
@@ -119,27 +119,27 @@ class AgentLogin:
     def _open(self, request: dict[str, Any]) -> wire.Wire:
         """A line to the agent on which ``request``'s channel is open; the login's questions
         are answered here, on our terminal or through SSH_ASKPASS."""
-        line = connect(self.home, self.idle)
+        peer = connect(self.home, self.idle)
         request = {**request, "destination": self.destination, "idle": self.idle, "since": self.since,
                    "auth_sock": os.environ.get("SSH_AUTH_SOCK")}
         try:
-            line.send(wire.REQUEST, json.dumps(request).encode())
+            peer.send(wire.REQUEST, json.dumps(request).encode())
             while True:
-                tag, body = line.recv()
+                tag, body = peer.recv()
                 if tag == wire.READY:
-                    return line
+                    return peer
                 if tag == wire.ASK:
-                    _answer(line, json.loads(body))
+                    _answer(peer, json.loads(body))
                 elif tag == wire.REFUSE:
                     raise _refusal(self.destination, json.loads(body))
                 else:
                     raise LoginError(self.destination, f"the slurm-proxy agent said {tag!r}")
         except (EOFError, OSError):
-            line.close()
+            peer.close()
             raise LoginError(self.destination, "the slurm-proxy agent went away while logging in "
                              f"(its log: {self.home / 'agent.log'})") from None
         except BaseException:
-            line.close()
+            peer.close()
             raise
 
 
@@ -147,15 +147,15 @@ class _Channel:
     """What ``pump`` needs of a channel, over the line to the agent: the channel's output and
     stderr arrive as frames, our stdin leaves as frames."""
 
-    def __init__(self, line: wire.Wire, err: Callable[[bytes], None] | None) -> None:
-        self.line = line
+    def __init__(self, peer: wire.Wire, err: Callable[[bytes], None] | None) -> None:
+        self.peer = peer
         self.err = err
         self.status = -1
         self.lost = ""  # why the agent ended the channel early
 
     def recv(self, nbytes: int) -> bytes:
         while True:
-            tag, body = self.line.recv()
+            tag, body = self.peer.recv()
             if tag == wire.OUT:
                 return body
             if tag == wire.ERR:
@@ -172,29 +172,29 @@ class _Channel:
         return b""  # stderr comes in recv's frames
 
     def sendall(self, data: bytes) -> None:
-        self.line.send(wire.DATA, data)
+        self.peer.send(wire.DATA, data)
 
     def shutdown_write(self) -> None:
-        self.line.send(wire.END)
+        self.peer.send(wire.END)
 
     def recv_exit_status(self) -> int:
         return self.status
 
     def close(self) -> None:
-        self.line.close()
+        self.peer.close()
 
 
-def _answer(line: wire.Wire, question: dict[str, Any]) -> None:
+def _answer(peer: wire.Wire, question: dict[str, Any]) -> None:
     try:
         answer = prompt.ask(str(question["prompt"]), bool(question.get("echo")))
     except prompt.CannotAsk:
-        line.send(wire.REFUSE, json.dumps({"kind": "cannot"}).encode())
+        peer.send(wire.REFUSE, json.dumps({"kind": "cannot"}).encode())
     except prompt.Cancelled:
-        line.send(wire.REFUSE, json.dumps({"kind": "cancelled"}).encode())
+        peer.send(wire.REFUSE, json.dumps({"kind": "cancelled"}).encode())
     except SlurmProxyError as e:
-        line.send(wire.REFUSE, json.dumps({"kind": "error", "message": str(e)}).encode())
+        peer.send(wire.REFUSE, json.dumps({"kind": "error", "message": str(e)}).encode())
     else:
-        line.send(wire.ANSWER, answer.encode())
+        peer.send(wire.ANSWER, answer.encode())
 
 
 def _refusal(destination: str, why: dict[str, Any]) -> SlurmProxyError:
@@ -289,12 +289,12 @@ def stop(home: Path) -> AgentStatus | None:
 
 def _ask_agent(home: Path, op: str) -> AgentStatus | None:
     try:
-        line = wire.dial_agent(home)
+        peer = wire.dial_agent(home)
     except wire.Absent:
         return None
     try:
-        line.send(wire.REQUEST, json.dumps({"op": op}).encode())
-        tag, body = line.recv()
+        peer.send(wire.REQUEST, json.dumps({"op": op}).encode())
+        tag, body = peer.recv()
         if tag != wire.READY:
             return None
         held = json.loads(body)
@@ -304,7 +304,7 @@ def _ask_agent(home: Path, op: str) -> AgentStatus | None:
     except (EOFError, OSError):
         return None
     finally:
-        line.close()
+        peer.close()
 
 
 def _read_tail(path: Path) -> str:
