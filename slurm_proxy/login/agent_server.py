@@ -1,6 +1,7 @@
-"""The login agent: one background process per user that holds one authenticated paramiko
-connection per login host, and opens on it the channels connects ask for over ``wire``: a
-command (the Slurm queries, mode srun's session) or a TCP hop (the node's sshd).
+"""The login agent: one background process per user that holds one authenticated connection per
+login host (a paramiko login, chosen at the package's face), and opens on it the channels
+connects ask for over ``wire``: a command (the Slurm queries, mode srun's session) or a TCP hop
+(the node's sshd).
 
 One agent per user: it holds a lock on ``agent.lock`` for its whole life (the OS lets go of it
 when the process dies, however it dies), so a second one started at the same moment gives up, and
