@@ -49,7 +49,6 @@ def state_dir() -> Path:
     return user_dir("state") / "slurm-proxy"
 
 
-home = state_dir  # its old name, until login/remote.py's change in flight moves to state_dir
 
 
 def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:

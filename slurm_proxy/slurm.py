@@ -97,18 +97,22 @@ def squeue_argv() -> list[str]:
 def parse_squeue(output: str, skipped: list[str] | None = None) -> list[Job]:
     """The jobs of an squeue. A line that cannot be read is an error when it is one of
     slurm-proxy's jobs, and is skipped (appended to ``skipped``) when it is not: the user's
-    other jobs (arrays, heterogeneous jobs, a state this version does not know) never stop us."""
-    jobs = []
+    other jobs (arrays, heterogeneous jobs, a state this version does not know) never stop us.
+    Output in which not one line is a job is an error too: that is no listing of jobs."""
+    jobs, unread = [], []
     for line in output.splitlines():
         if not line.strip():
             continue
         try:
             jobs.append(parse_squeue_line(line))
-        except SlurmOutputError:
+        except SlurmOutputError as e:
             if _looks_ours(line):
                 raise
+            unread.append(e)
             if skipped is not None:
                 skipped.append(line)
+    if unread and not jobs:  # not one line is a job: this is no listing of jobs
+        raise unread[0]
     return jobs
 
 
@@ -117,7 +121,11 @@ def parse_squeue_line(line: str) -> Job:
     if len(parts) != len(_SQUEUE_FIELDS):
         raise SlurmOutputError("squeue", line, f"expected {len(_SQUEUE_FIELDS)} fields")
     job_id, state, reason, nodes, start, left, name, comment = (p.strip() for p in parts)
-    return _job("squeue", line, job_id, name, state, reason, nodes, start, parse_duration(left), comment)
+    try:
+        time_left = parse_duration(left)
+    except SlurmOutputError:
+        raise SlurmOutputError("squeue", line, f"bad time left {left!r}") from None
+    return _job("squeue", line, job_id, name, state, reason, nodes, start, time_left, comment)
 
 
 def _looks_ours(line: str) -> bool:

@@ -65,7 +65,7 @@ class Shell:
                 and "not found" in res.stderr:
             retried = self._framed(send, argv, stdin, True)
             if retried.returncode != NOT_FOUND:
-                log.info(f"{argv[0]} is on PATH on {self.destination} only in a login shell: "
+                log.info(f"{missing(res.stderr)} is on PATH on {self.destination} only in a login shell: "
                          "slurm-proxy loads /etc/profile there from now on (login_shell = true)")
                 remember(self._memo(), "")
                 return retried
@@ -116,6 +116,16 @@ def _line_at(text: str, line: str) -> int:
     return at + 1 if at >= 0 else -1
 
 
+def missing(stderr: str) -> str:
+    """The command a shell said it could not find (dash: ``sh: 1: squeue: not found``, bash:
+    ``bash: line 1: squeue: command not found``), or "a command"."""
+    for line in stderr.splitlines():
+        words = line.replace("command not found", "not found").split(": ")
+        if len(words) >= 2 and words[-1].strip() == "not found":
+            return words[-2].strip()
+    return "a command"
+
+
 def shown_chatter(text: str) -> str:
     """What rc files printed, on one short line."""
     return " / ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
@@ -125,7 +135,7 @@ def fact_file(destination: str, fact: str) -> Path:
     """Where slurm-proxy keeps what it learned about a login host: a file whose presence says
     ``fact`` ("login-shell": Slurm is on PATH only in a login shell; "no-forwarding": the login
     node refuses TCP forwarding, and the file says how)."""
-    return paths.home() / "login-hosts" / f"{destination.encode().hex()}.{fact}"
+    return paths.state_dir() / "login-hosts" / f"{destination.encode().hex()}.{fact}"
 
 
 def remember(fact: Path, text: str) -> None:

@@ -52,6 +52,15 @@ def cfg(user_tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def ssh_config_kept() -> Iterator[None]:
+    """sptest's ~/.ssh/config comes back as it was (init refreshes the installed Host block)."""
+    path = cluster.HOME / ".ssh" / "config"
+    saved = path.read_bytes()
+    yield
+    path.write_bytes(saved)
+
+
+@pytest.fixture
 def user_tmp() -> Iterator[Path]:
     """A directory sptest may read and write (pytest's own tmp_path is root's, 0700)."""
     d = Path(tempfile.mkdtemp(prefix="sp-test-", dir="/tmp"))

@@ -15,7 +15,7 @@ from . import cluster
 from .cluster import PROXY, as_user, err, text
 
 
-def test_init_proposes_profiles_from_sinfo(user_tmp: Path) -> None:
+def test_init_proposes_profiles_from_sinfo(user_tmp: Path, ssh_config_kept: None) -> None:
     target = user_tmp / "sp" / "config.toml"
     proc = as_user([PROXY, "init", "--login", "testlogin", "--non-interactive"],
                    env={"SLURM_PROXY_CONFIG": str(target)})

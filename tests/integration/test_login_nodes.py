@@ -162,7 +162,7 @@ def test_slurm_only_on_a_login_shells_path(mode: str, user_tmp: Path) -> None:
     assert "not found" in err(as_user([*SSH, "testlogin-nopath", "squeue"]))
     first = as_user([PROXY, "status"], env=env)
     assert first.returncode == 0, err(first)
-    assert "only in a login shell" in err(first)
+    assert "squeue is on PATH on testlogin-nopath only in a login shell" in err(first), err(first)
     lifecycle(env)
 
 

@@ -9,7 +9,7 @@ from .cluster import SSH, as_user, err, text
 
 
 def test_sinfo_shows_both_nodes_with_gpus() -> None:
-    out = text(as_user(["sinfo", "-N", "-h", "-o", "%N %t %G"], check=True))
+    out = text(as_user(["sinfo", "-N", "-h", "-p", "debug", "-o", "%N %t %G"], check=True))
     rows = sorted(line.split() for line in out.splitlines())
     assert [r[0] for r in rows] == ["node1", "node2"]
     assert all(r[2] == "gpu:2" for r in rows), rows

@@ -379,8 +379,11 @@ def test_query_asks_for_all_the_users_jobs_at_once(state: State, clock: FakeCloc
 
 def test_an_unreadable_line_of_ours_is_an_error_anything_else_is_skipped(
         state: State, clock: FakeClock) -> None:
-    login = FakeLogin(squeue=[Result(0, "squeue: invalid option\n", "")])
-    assert allocator(login, state, clock).query() == (None, [])
+    login = FakeLogin(squeue=[Result(0, "squeue: an odd line\n" + line(job_id="7", name="other"), "")])
+    assert [j.job_id for j in allocator(login, state, clock).query()[1]] == ["7"]
+    login = FakeLogin(squeue=[Result(0, "squeue: invalid option\n", "")])  # no job at all
+    with pytest.raises(SlurmOutputError):
+        allocator(login, state, clock).query()
     ours = "42|RUNNING|None|node1|slurm-proxy-debug|slurm-proxy:hpc.debug\n"  # fields missing
     login = FakeLogin(squeue=[Result(0, ours, "")])
     with pytest.raises(SlurmOutputError):

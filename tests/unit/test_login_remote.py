@@ -84,3 +84,13 @@ def _script(line: str) -> str:
     import base64
 
     return base64.b64decode(line.split("echo ")[1].split(" |")[0]).decode()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "command"),
+    [("sh: 1: squeue: not found\n", "squeue"), ("sh: 1: exec: squeue: not found\n", "squeue"),
+     ("bash: line 1: sbatch: command not found\n", "sbatch"), ("squeue: Command not found.\n", "a command"),
+     ("Welcome\n", "a command")],
+)
+def test_missing(stderr: str, command: str) -> None:
+    assert remote.missing(stderr) == command
