@@ -49,8 +49,6 @@ def state_dir() -> Path:
     return user_dir("state") / "slurm-proxy"
 
 
-
-
 def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
     """Replace ``path`` atomically with a file that is 0600 from its creation on (``mode`` once
     written: a file whose mode is the user's to keep). Bytes are written as they are."""

@@ -127,7 +127,7 @@ def lifecycle(env: dict[str, str]) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["adopt", "srun"])
+@pytest.mark.parametrize("mode", ["adopt", "sshd", "srun"])
 @pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh", "fish"])
 def test_a_login_shell_whose_rc_file_prints(shell: str, mode: str, rc_file: Write,
                                             login_shell: Callable[[str], None], user_tmp: Path) -> None:
