@@ -23,7 +23,7 @@ from .faults import popen_as_user, wait_for
 
 pytestmark = pytest.mark.usefixtures("clean", "no_agent")
 
-LOGIN_LOG = Path("/var/lib/slurm-proxy-testcluster/log/sshd-login.log")
+LOGIN_LOG = cluster.CLUSTER_BASE / "log" / "sshd-login.log"
 AGENT_LOG = cluster.STATE / "agent.log"
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
 

@@ -48,13 +48,13 @@ def _proctrack() -> str:
 
 
 def test_up_is_idempotent_and_down_then_up_works() -> None:
-    up = cluster.TESTCLUSTER / "up"
-    again = subprocess.run([str(up)], capture_output=True, text=True, timeout=300)
+    up = [str(cluster.TESTCLUSTER / "up"), "--slurm", cluster.SLURM_VERSION]
+    again = subprocess.run(up, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     down = subprocess.run([str(cluster.TESTCLUSTER / "down")], capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert "DOWN" in _proctrack()
-    restarted = subprocess.run([str(up)], capture_output=True, text=True, timeout=300)
+    restarted = subprocess.run(up, capture_output=True, text=True, timeout=300)
     assert restarted.returncode == 0, restarted.stderr
     assert "DOWN" not in _proctrack()
     assert as_user([*SSH, "testlogin", "true"]).returncode == 0
