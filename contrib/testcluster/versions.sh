@@ -89,6 +89,10 @@ chroot_mount() {
             || mount --bind "$sub" "$root/sys/fs/cgroup/$c"
     done
     cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    # The machine's own names (localhost, its hostname); `up` inside adds the nodes'.
+    grep -qw localhost "$root/etc/hosts" 2>/dev/null \
+        || { grep -v "$MARK" /etc/hosts; cat "$root/etc/hosts" 2>/dev/null || true; } > "$root/etc/hosts.new"
+    [ ! -f "$root/etc/hosts.new" ] || mv "$root/etc/hosts.new" "$root/etc/hosts"
 }
 
 # chroot_umount ROOT: everything mounted below ROOT, innermost first.

@@ -155,7 +155,9 @@ def test_another_user_cannot_use_the_agent(user_tmp: Path) -> None:
             os.chmod(p, mode)
     other_uid = int(subprocess.run(["id", "-u", cluster.OTHER_USER], capture_output=True, text=True).stdout)
     assert f"agent: refused a connection from uid {other_uid}" in AGENT_LOG.read_text()
-    assert b"b''" in refused.stdout or b"Connection reset" in refused.stderr, (refused.stdout, refused.stderr)
+    # closed before or after the probe's bytes: an empty read, a reset, or a broken pipe
+    assert (b"b''" in refused.stdout or b"Connection reset" in refused.stderr
+            or b"Broken pipe" in refused.stderr), (refused.stdout, refused.stderr)
     assert logins() == before and len(jobs()) == 1
 
 

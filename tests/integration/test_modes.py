@@ -25,7 +25,9 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 MODES = ("adopt", "sshd", "srun")
 BACKENDS = ("openssh", "paramiko", "agent")
-COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}") for m in MODES for b in BACKENDS]
+# The smoke tests (every Slurm version) connect in each mode through ssh itself.
+COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}", marks=[pytest.mark.smoke] if b == "openssh" else [])
+                for m in MODES for b in BACKENDS]
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
 
 

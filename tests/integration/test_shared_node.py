@@ -30,6 +30,7 @@ cpus = 1
 idle_timeout = 6
 idle_check = 1
 """
+pytestmark = pytest.mark.smoke
 PAM_FILES = [cluster.cluster_path("/etc/pam.d/sshd-node1"), cluster.cluster_path("/etc/pam.d/sshd-node2")]
 PROBE = 'echo "job=$SLURM_JOB_ID"; cat /proc/self/cgroup'
 

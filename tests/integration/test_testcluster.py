@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from . import cluster
 from .cluster import SSH, as_user, err, text
 
@@ -27,6 +29,7 @@ def test_login_node_answers() -> None:
     assert text(proc).strip() == "on-login"
 
 
+@pytest.mark.smoke
 def test_node_denies_without_job_and_admits_with_one(clean: None) -> None:
     denied = as_user([*SSH, "-J", "testlogin", "node2", "true"])
     assert denied.returncode == 255
