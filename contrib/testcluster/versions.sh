@@ -119,6 +119,17 @@ chroot_users() {
     done
 }
 
+# in_root ROOT CMD...: CMD with ROOT as the root of a mount namespace of its own (pivot_root, not
+# chroot): the kernel refuses user namespaces to a chrooted process, and the sessions' containers
+# (bwrap) need them. The daemons `up` starts this way keep that namespace while they run.
+in_root() {
+    unshare --mount --propagation private sh -c '
+        root=$1; shift
+        mount --rbind "$root" "$root" && cd "$root" && mkdir -p .old-root && pivot_root . .old-root \
+            && cd / && umount -l /.old-root || exit 1
+        exec "$@"' in_root "$@"
+}
+
 # stop_cluster VERSION ROOT: stop the cluster that runs (by its pid files) and unmount its chroot.
 stop_cluster() {
     local version=$1 root=$2
