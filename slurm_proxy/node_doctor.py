@@ -6,7 +6,8 @@ non-interactive session (it corrupts scp, sftp and VS Code's stream), a virtual-
 glibc older than VS Code's server needs, a home short of space or inodes for
 ``~/.vscode-server``, a node that cannot reach VS Code's download server, and a Slurm older
 than 22.05, whose ``srun --overlap`` shares only CPUs (a nested srun in a session waits for GPUs
-or memory another step holds).
+or memory another step holds) and whose pam_slurm_adopt applies the site's ``action_unknown``
+even to the user's only job on the node (mode adopt lands outside the job, or is refused).
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ def _nested_srun(said: str) -> Iterator[Check]:
         yield Check("nested srun", True, f"Slurm {name}: `srun --overlap` in a session shares the "
                     "job's CPUs, memory and GPUs")
     else:
+        yield Check("pam_slurm_adopt", None, f"Slurm {name}: before 22.05 pam_slurm_adopt applies the "
+                    "site's action_unknown even to your only job on a node: with allow a session of mode "
+                    "adopt lands outside the job, with deny it is refused ('unable to determine source job')",
+                    'mode = "srun" (or "sshd") for this cluster, unless its action_unknown is newest')
         yield Check("nested srun", None, f"Slurm {name}: `srun --overlap` shares only CPUs before 22.05: "
                     "a nested srun in a session waits while another step holds the job's GPUs or memory",
                     "`srun --overlap --gres=none --mem=0 …` for a step that needs no GPU; GPU steps one "

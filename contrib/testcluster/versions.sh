@@ -3,8 +3,9 @@
 # 22.05 is the host's own (Debian 12's slurm-wlm). The others come from a Debian release's
 # packages in a chroot that `up` makes once with debootstrap and keeps under $CHROOTS: the same
 # cluster (`up` runs inside it, with SP_TC_INSIDE set), on the same loopback addresses, with the
-# host's /home, /tmp, /dev and /sys bound in. Each chroot gets its own sub-directory of every
-# cgroup v1 controller, so its slurmd's cgroups never mix with another's.
+# host's /home, /tmp, /dev and /sys bound in, its daemons with the chroot as the root of a mount
+# namespace of their own (in_root). Each chroot gets its own sub-directory of every cgroup v1
+# controller, so its slurmd's cgroups never mix with another's.
 HOST_SLURM=22.05
 VERSIONS=(22.05 24.11 20.11)
 CHROOTS=${SP_TC_CHROOTS:-/var/cache/slurm-proxy-testcluster}

@@ -31,6 +31,13 @@ def _active() -> tuple[str, Path]:
 
 
 SLURM_VERSION, CLUSTER_ROOT = _active()
+
+
+def version() -> tuple[int, int]:
+    """The running Slurm's version, (22, 5) for 22.05."""
+    major, minor = SLURM_VERSION.split(".")[:2]
+    return int(major), int(minor)
+
 # The cluster's own files (pid files, logs, host keys) as this machine sees them.
 CLUSTER_BASE = CLUSTER_ROOT / "var/lib/slurm-proxy-testcluster" if Path("/") != CLUSTER_ROOT else BASE
 # Commands of the cluster's Slurm: run inside its root (a client speaks only to its own version).

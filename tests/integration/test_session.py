@@ -142,8 +142,9 @@ def test_walltime_warns_renews_once_and_the_next_connect_does_not_wait(env: dict
 @pytest.mark.smoke
 def test_doctor_node_says_what_a_nested_srun_shares_on_this_slurm(env: dict[str, str]) -> None:
     out = text(as_user([cluster.PROXY, "doctor", "setup-adopt", "--node"], env=env))
-    if tuple(map(int, cluster.SLURM_VERSION.split("."))) < (22, 5):
+    if cluster.version() < (22, 5):
         assert f"! nested srun: Slurm {cluster.SLURM_VERSION}." in out and "--gres=none" in out, out
+        assert f"! pam_slurm_adopt: Slurm {cluster.SLURM_VERSION}." in out, out
         # what it warns of: a nested srun waits while the job's GPU is held by another step
         proc = as_user([*SSH, "slurm-gpu-srun", "timeout 10 srun --overlap -n1 true; echo rc=$?"], env=env)
         assert "rc=124" in text(proc), text(proc) + err(proc)

@@ -247,6 +247,9 @@ def test_node_findings_say_what_a_nested_srun_shares(said: str, ok: bool | None,
     (check,) = [c for c in node_doctor.judge("", {"slurm": said}) if c.name == "nested srun"]
     assert check.ok is ok and f"Slurm {named}:" in check.detail
     assert ("--gres=none" in check.fix) == (ok is None)
+    adopt = [c for c in node_doctor.judge("", {"slurm": said}) if c.name == "pam_slurm_adopt"]
+    assert [c.ok for c in adopt] == ([None] if ok is None else [])
+    assert all("action_unknown" in c.detail and 'mode = "srun"' in c.fix for c in adopt)
 
 
 @pytest.mark.parametrize("said", ["", "srun: command not found", "slurm"])
