@@ -4,11 +4,15 @@ at through the profile's own path (so through its job, allocated if needed).
 Each finding is one line with its fix: output that shell startup files print in a
 non-interactive session (it corrupts scp, sftp and VS Code's stream), a virtual-memory limit,
 glibc older than VS Code's server needs, a home short of space or inodes for
-``~/.vscode-server``, and a node that cannot reach VS Code's download server.
+``~/.vscode-server``, a node that cannot reach VS Code's download server, and a Slurm older
+than 22.05, whose ``srun --overlap`` shares only CPUs (a nested srun in a session waits for GPUs
+or memory another step holds) and whose pam_slurm_adopt applies the site's ``action_unknown``
+even to the user's only job on the node (mode adopt lands outside the job, or is refused).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -18,6 +22,7 @@ from .login import remote
 GLIBC_NEEDED = (2, 28)  # what current VS Code servers need
 FREE_KB_NEEDED = 1024 * 1024  # ~/.vscode-server takes hundreds of MB per version
 FREE_INODES_NEEDED = 50_000  # and tens of thousands of files
+OVERLAP_SHARES_ALL = (22, 5)  # before 22.05, `srun --overlap` shares a step's CPUs only
 
 # Prints "sp-doctor <key> <value>" lines; $1 is the first line of stray output, if any.
 SCRIPT = r"""stray=$1
@@ -34,6 +39,7 @@ fi
 say ulimit-v "$(ulimit -v)"
 say devpts "$(awk '$2 == "/dev/pts" { o = $4 } END { print o }' /proc/self/mounts 2>/dev/null)"
 say tty-gid "$(getent group tty 2>/dev/null | cut -d: -f3)"
+say slurm "$(srun --version 2>/dev/null | head -n 1)"
 say glibc "$(ldd --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')"
 set -- $(df -Pk "$HOME" 2>/dev/null | tail -n 1)
 say free-kb "${4:-}"
@@ -121,8 +127,29 @@ def judge(stray: str, found: dict[str, str]) -> Iterator[Check]:
                       f"{int(free) // 1024} MB and {inodes} inodes free",
                       '"remote.SSH.serverInstallPath": {"slurm-PROFILE": "/scratch/$USER"} in VS Code\'s '
                       "settings moves ~/.vscode-server off a small home" if short else "")
+    yield from _nested_srun(found.get("slurm", ""))
     if found.get("internet") == "no":
         yield Check("internet", None, "the node cannot reach update.code.visualstudio.com",
                       '"remote.SSH.localServerDownload": "always" (the laptop downloads the server)')
     elif found.get("internet") == "yes":
         yield Check("internet", True, "the node reaches VS Code's download server")
+
+
+def _nested_srun(said: str) -> Iterator[Check]:
+    """What ``srun --overlap`` in a session can share, from ``srun --version`` ("slurm 20.11.4")."""
+    found = re.search(r"(\d+)\.(\d+)[.\d]*", said)
+    if not found:
+        return
+    version, name = (int(found.group(1)), int(found.group(2))), found.group(0)
+    if version >= OVERLAP_SHARES_ALL:
+        yield Check("nested srun", True, f"Slurm {name}: `srun --overlap` in a session shares the "
+                    "job's CPUs, memory and GPUs")
+    else:
+        yield Check("pam_slurm_adopt", None, f"Slurm {name}: before 22.05 pam_slurm_adopt applies the "
+                    "site's action_unknown even to your only job on a node: with allow a session of mode "
+                    "adopt lands outside the job, with deny it is refused ('unable to determine source job')",
+                    'mode = "srun" (or "sshd") for this cluster, unless its action_unknown is newest')
+        yield Check("nested srun", None, f"Slurm {name}: `srun --overlap` shares only CPUs before 22.05: "
+                    "a nested srun in a session waits while another step holds the job's GPUs or memory",
+                    "`srun --overlap --gres=none --mem=0 …` for a step that needs no GPU; GPU steps one "
+                    "at a time")

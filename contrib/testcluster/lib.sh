@@ -24,13 +24,18 @@ running() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-# stop_pidfile NAME FILE: stop the process a pid file names, and only that one.
+# stop_pidfile NAME FILE: stop the process a pid file names, and only that one; for an sshd, its
+# sessions too (its children: they outlive it, and a client's ControlPersist master would go on
+# talking to a cluster that is gone, e.g. after `up --slurm` switched versions).
 stop_pidfile() {
     local name=$1 f=$2 pid i
     [ -s "$f" ] || return 0
     pid=$(cat "$f")
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         log "stopping $name (pid $pid)"
+        case "$name" in
+            sshd-*) for i in $(ps -o pid= --ppid "$pid"); do kill "$i" 2>/dev/null || true; done ;;
+        esac
         kill "$pid" 2>/dev/null || true
         for i in $(seq 100); do
             kill -0 "$pid" 2>/dev/null || break

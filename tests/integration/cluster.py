@@ -17,14 +17,51 @@ VENV = Path(os.environ.get("SP_TC_VENV", "/opt/slurm-proxy/venv"))
 PROXY = str(VENV / "bin" / "slurm-proxy")
 STATE = HOME / ".local" / "state" / "slurm-proxy"
 SSH = ["ssh", "-o", "BatchMode=yes"]
+BASE = Path(os.environ.get("SP_TC_BASE", "/var/lib/slurm-proxy-testcluster"))
+
+
+def _active() -> tuple[str, Path]:
+    """The Slurm version that runs and the root of its cluster: / for the host's own Slurm, a
+    Debian chroot for another (`up --slurm`, recorded in $SP_TC_BASE/active)."""
+    try:
+        version, root = (BASE / "active").read_text().split()
+    except (OSError, ValueError):
+        return "22.05", Path("/")
+    return version, Path(root)
+
+
+SLURM_VERSION, CLUSTER_ROOT = _active()
+
+
+def version() -> tuple[int, int]:
+    """The running Slurm's version, (22, 5) for 22.05."""
+    major, minor = SLURM_VERSION.split(".")[:2]
+    return int(major), int(minor)
+
+# The cluster's own files (pid files, logs, host keys) as this machine sees them.
+CLUSTER_BASE = CLUSTER_ROOT / "var/lib/slurm-proxy-testcluster" if Path("/") != CLUSTER_ROOT else BASE
+# Commands of the cluster's Slurm: run inside its root (a client speaks only to its own version).
+SLURM_COMMANDS = frozenset({"sbatch", "squeue", "scancel", "sinfo", "scontrol", "sdiag", "srun", "sacct"})
+
+
+def on_cluster(argv: list[str]) -> list[str]:
+    """argv run where the cluster's Slurm is (inside its chroot, if it has one)."""
+    return argv if Path("/") == CLUSTER_ROOT else ["chroot", str(CLUSTER_ROOT), *argv]
+
+
+def cluster_path(path: str) -> Path:
+    """A path of the cluster's machine (/etc/hosts, /etc/pam.d/…) as this machine sees it."""
+    return CLUSTER_ROOT / path.lstrip("/")
 
 
 def user_argv(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """argv run as sptest with a clean login-like environment (no root env leaks in)."""
+    """argv run as sptest with a clean login-like environment (no root env leaks in); a Slurm
+    command runs on the cluster's side."""
     base = {"HOME": str(HOME), "USER": USER, "LOGNAME": USER, "PATH": f"{VENV}/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8"}
     base.update(env or {})
-    return ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
+    run = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()), *argv]
+    return on_cluster(run) if argv and argv[0] in SLURM_COMMANDS else run
 
 
 def as_user(argv: list[str], *, env: dict[str, str] | None = None, input: bytes | None = None,

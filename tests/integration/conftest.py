@@ -23,7 +23,7 @@ def _cluster_is_up() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.fail("integration tests run as root (they act as the test user sptest): "
                     "use the README's test command")
-    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    proc = subprocess.run(cluster.on_cluster(["sinfo", "-h", "-o", "%t"]), capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail("the loopback test cluster is not running: start it with contrib/testcluster/up")
     yield

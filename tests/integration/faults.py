@@ -16,7 +16,7 @@ from pathlib import Path
 from . import cluster
 from .cluster import STATE, TESTCLUSTER, as_user, jobs
 
-BASE = Path(os.environ.get("SP_TC_BASE", "/var/lib/slurm-proxy-testcluster"))
+BASE = cluster.CLUSTER_BASE
 DAEMONS = ("slurmctld", "slurmd-node1", "slurmd-node2", "sshd-login", "sshd-node1", "sshd-node2")
 NODE_ADDRESS = {"node1": "127.0.1.1", "node2": "127.0.1.2"}
 LOCKS = STATE / "locks"
@@ -59,7 +59,8 @@ def _alive(pid: int) -> bool:
 
 def start_stopped() -> None:
     """`contrib/testcluster/up` without reinstalling slurm-proxy: restarts what is not running."""
-    proc = subprocess.run([str(TESTCLUSTER / "up")], env={**os.environ, "SP_TC_NO_PROXY": "1"},
+    up = [str(TESTCLUSTER / "up"), "--slurm", cluster.SLURM_VERSION]
+    proc = subprocess.run(up, env={**os.environ, "SP_TC_NO_PROXY": "1"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -148,12 +149,12 @@ def popen_as_user(argv: list[str], env: dict[str, str] | None = None,
 
 # -- slurmctld's RPC statistics ---------------------------------------------------------------
 def reset_rpc_counts() -> None:
-    subprocess.run(["sdiag", "--reset"], capture_output=True, check=True)
+    subprocess.run(cluster.on_cluster(["sdiag", "--reset"]), capture_output=True, check=True)
 
 
 def rpc_count(user: str = cluster.USER) -> int:
     """RPCs slurmctld received from ``user`` since the last reset (`sdiag`, by user)."""
-    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cluster.on_cluster(["sdiag"]), capture_output=True, text=True, check=True).stdout
     _, _, section = out.partition("Remote Procedure Call statistics by user")
     for line in section.splitlines()[1:]:
         m = re.match(r"\s+(\S+)\s+\(\s*\d+\)\s+count:(\d+)", line)

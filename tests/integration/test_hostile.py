@@ -107,7 +107,7 @@ def test_a_corrupt_state_file_is_set_aside_and_rebuilt() -> None:
 
 @pytest.fixture
 def login_knows_no_node_keys() -> Iterator[None]:
-    known = Path("/etc/ssh/ssh_known_hosts")
+    known = cluster.cluster_path("/etc/ssh/ssh_known_hosts")
     original = known.read_bytes()
     known.write_bytes(b"")
     try:
@@ -143,7 +143,7 @@ def test_keyscan_from_the_login_node_is_an_opt_in_fallback(login_knows_no_node_k
     assert proc.returncode == 0, err(proc)
     assert text(proc).strip() == "ok"
     (_, _, _, node), = jobs()
-    node_key = (Path("/var/lib/slurm-proxy-testcluster/keys") / f"{node}.pub").read_text().split()
+    node_key = (cluster.CLUSTER_BASE / "keys" / f"{node}.pub").read_text().split()
     assert f"slurm-debug {node_key[0]} {node_key[1]}" in (STATE / "known_hosts").read_text()
 
 

@@ -13,7 +13,7 @@ from . import cluster
 from .cluster import SSH, as_user, err
 
 pytestmark = pytest.mark.usefixtures("clean")
-GLOBAL = Path("/etc/ssh/ssh_known_hosts")
+GLOBAL = cluster.cluster_path("/etc/ssh/ssh_known_hosts")
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
 
 
@@ -30,7 +30,7 @@ def test_a_stale_key_in_the_users_known_hosts_does_not_matter() -> None:
     kh = cluster.HOME / ".ssh" / "known_hosts"
     saved = kh.read_text()
     try:
-        login_key = (Path("/var/lib/slurm-proxy-testcluster/keys/login.pub").read_text().split()[:2])
+        login_key = ((cluster.CLUSTER_BASE / "keys" / "login.pub").read_text().split()[:2])
         with kh.open("a") as f:
             f.write(f"slurm-debug {' '.join(login_key)}\n")
         proc = as_user([*STRICT, "slurm-debug", "true"])
@@ -74,7 +74,7 @@ def test_a_key_the_login_node_does_not_trust_is_refused(swapped_node_keys: None)
 
 # --- an alias trusts exactly its current job's node ---------------------------------------------
 
-KEYS = Path("/var/lib/slurm-proxy-testcluster/keys")
+KEYS = cluster.CLUSTER_BASE / "keys"
 
 
 def node_key(node: str) -> str:

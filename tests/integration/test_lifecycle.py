@@ -12,7 +12,7 @@ import pytest
 from . import cluster
 from .cluster import PROXY, SSH, as_user, err, jobs, text
 
-pytestmark = pytest.mark.usefixtures("clean")
+pytestmark = [pytest.mark.usefixtures("clean"), pytest.mark.smoke]
 
 
 

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 MODES = ("adopt", "sshd", "srun")
 BACKENDS = ("openssh", "paramiko", "agent")
-COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}") for m in MODES for b in BACKENDS]
+# The smoke tests (every Slurm version) connect in each mode through ssh itself.
+COMBINATIONS = [pytest.param(m, b, id=f"{m}-{b}", marks=[pytest.mark.smoke] if b == "openssh" else [])
+                for m in MODES for b in BACKENDS]
 STRICT = [*SSH, "-o", "StrictHostKeyChecking=yes"]
 
 
@@ -76,12 +78,13 @@ def node_names_unresolvable(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.callspec.params["mode"] != "srun":
         yield
         return
-    hosts = Path("/etc/hosts")
+    hosts = cluster.cluster_path("/etc/hosts")
     original = hosts.read_bytes()
     hosts.write_bytes(b"".join(ln for ln in original.splitlines(keepends=True)
                                if not re.search(rb"\snode[12]\s", ln)))
     try:
-        assert subprocess.run(["getent", "hosts", "node1"], capture_output=True).returncode != 0
+        getent = subprocess.run(cluster.on_cluster(["getent", "hosts", "node1"]), capture_output=True)
+        assert getent.returncode != 0
         yield
     finally:
         hosts.write_bytes(original)

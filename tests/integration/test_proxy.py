@@ -13,6 +13,7 @@ from .cluster import PROXY, SSH, as_user, err, jobs, text
 pytestmark = pytest.mark.usefixtures("clean")
 
 
+@pytest.mark.smoke
 def test_lands_on_a_compute_node_inside_the_job() -> None:
     proc = as_user([*SSH, "slurm-debug", 'echo $((6*7)); echo "$SSH_CONNECTION"; cat /proc/self/cgroup'])
     assert proc.returncode == 0, err(proc)

@@ -16,7 +16,8 @@ from .cluster import SSH, as_user, err, jobs, text
 
 pytestmark = pytest.mark.usefixtures("clean")
 IMAGE = "/var/lib/slurm-proxy-testcluster/image"
-BWRAP = ('["bwrap", "--ro-bind", "/", "/", "--ro-bind", "{image}/etc/os-release", "/etc/os-release", '
+# /etc/os-release is a link to /usr/lib/os-release (Debian 11-13); bwrap 0.11 will not mount on a link
+BWRAP = ('["bwrap", "--ro-bind", "/", "/", "--ro-bind", "{image}/etc/os-release", "/usr/lib/os-release", '
          '"--dev", "/dev", "--proc", "/proc", "--bind", "/home", "/home", "--bind", "/tmp", "/tmp", '
          '"--unshare-user", "--unshare-pid", "--die-with-parent"]')
 SETUP = '["export SP_SETUP=yes", "false", "echo setup-says-hello"]'
@@ -44,6 +45,9 @@ container = "{IMAGE}"
 container_runtime = {BWRAP}
 [profiles.missing]
 container = "~/no-such-image.sif"
+[profiles.gpu-srun]
+mode = "srun"
+gres = "gpu:1"
 [profiles.short]
 time = "2:00"
 warn_before = "1:30"
@@ -111,15 +115,17 @@ def test_walltime_warns_renews_once_and_the_next_connect_does_not_wait(env: dict
     (old, *_), = jobs("slurm-proxy-short")
     start = time.monotonic()
     # a session that is open when the warning comes (90 s before the end: 30 s after the start)
-    session = subprocess.Popen(cluster.user_argv([*SSH, "-tt", "slurm-short", "sleep 40"], env),
+    session = subprocess.Popen(cluster.user_argv([*SSH, "-tt", "slurm-short", "sleep 55"], env),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(max(0.0, start + 20 - time.monotonic()))  # 105 s left: renew_before
+    # 80 s left (under renew_before): the successor starts 40 s after the old job, more than
+    # slurmctld's 30 s between time-limit sweeps, so one sweep never ends both
+    time.sleep(max(0.0, start + 40 - time.monotonic()))
     renew = as_user([*SSH, "slurm-short", "true"], env=env)
     assert "to follow the running one" in err(renew), err(renew)
     again = as_user([*SSH, "slurm-short", "true"], env=env)
     assert "submitted" not in err(again) and len(jobs("slurm-proxy-short")) == 2  # never two successors
     new = next(j[0] for j in jobs("slurm-proxy-short") if j[0] != old)
-    time.sleep(max(0.0, start + 35 - time.monotonic()))  # under 90 s left: warn_before
+    time.sleep(max(0.0, start + 45 - time.monotonic()))  # under 90 s left: warn_before
     warned = as_user([*SSH, "slurm-short", "true"], env=env)
     assert f"job {old} ends in" in err(warned) and "its time limit" in err(warned), err(warned)
     out, _ = session.communicate(timeout=60)
@@ -131,6 +137,24 @@ def test_walltime_warns_renews_once_and_the_next_connect_does_not_wait(env: dict
     after = as_user([*SSH, "slurm-short", 'echo "job=$SLURM_JOB_ID"'], env=env)
     # at once on the successor (which, with a 2-minute limit, soon wants its own successor)
     assert text(after) == f"job={new}\n" and "pending" not in err(after), err(after)
+
+
+@pytest.mark.smoke
+def test_doctor_node_says_what_a_nested_srun_shares_on_this_slurm(env: dict[str, str]) -> None:
+    out = text(as_user([cluster.PROXY, "doctor", "setup-adopt", "--node"], env=env))
+    if cluster.version() < (22, 5):
+        assert f"! nested srun: Slurm {cluster.SLURM_VERSION}." in out and "--gres=none" in out, out
+        assert f"! pam_slurm_adopt: Slurm {cluster.SLURM_VERSION}." in out, out
+        # what it warns of: a nested srun waits while the job's GPU is held by another step
+        proc = as_user([*SSH, "slurm-gpu-srun", "timeout 10 srun --overlap -n1 true; echo rc=$?"], env=env)
+        assert "rc=124" in text(proc), text(proc) + err(proc)
+        proc = as_user([*SSH, "slurm-gpu-srun", "srun --overlap --gres=none --mem=0 -n1 echo nested"],
+                       env=env)
+        assert text(proc) == "nested\n", err(proc)
+    else:
+        assert f"✓ nested srun: Slurm {cluster.SLURM_VERSION}." in out, out
+        proc = as_user([*SSH, "slurm-gpu-srun", "srun --overlap -n1 printenv CUDA_VISIBLE_DEVICES"], env=env)
+        assert text(proc) == "0\n", err(proc)
 
 
 def test_doctor_node_finds_stray_output_and_a_memory_cap(env: dict[str, str]) -> None:
@@ -147,7 +171,9 @@ def test_doctor_node_finds_stray_output_and_a_memory_cap(env: dict[str, str]) ->
     assert proc.returncode == 1, out + err(proc)
     assert f"✗ quiet sessions: a non-interactive session prints 'stray-hello' (from {bashrc}:1)" in out, out
     assert "✗ virtual memory: ulimit -v is 4000000 KB" in out, out
-    assert "✓ glibc: 2.36" in out and "internet" in out, out
+    glibc = subprocess.run(cluster.on_cluster(["getconf", "GNU_LIBC_VERSION"]), capture_output=True,
+                           text=True, check=True).stdout.split()[-1]  # the nodes' own: 2.36 on Debian 12
+    assert f"✓ glibc: {glibc}" in out and "internet" in out, out
 
 
 @pytest.mark.parametrize("mode", ["sshd", "srun"])

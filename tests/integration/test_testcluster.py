@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from . import cluster
 from .cluster import SSH, as_user, err, text
 
@@ -27,6 +29,7 @@ def test_login_node_answers() -> None:
     assert text(proc).strip() == "on-login"
 
 
+@pytest.mark.smoke
 def test_node_denies_without_job_and_admits_with_one(clean: None) -> None:
     denied = as_user([*SSH, "-J", "testlogin", "node2", "true"])
     assert denied.returncode == 255
@@ -48,13 +51,13 @@ def _proctrack() -> str:
 
 
 def test_up_is_idempotent_and_down_then_up_works() -> None:
-    up = cluster.TESTCLUSTER / "up"
-    again = subprocess.run([str(up)], capture_output=True, text=True, timeout=300)
+    up = [str(cluster.TESTCLUSTER / "up"), "--slurm", cluster.SLURM_VERSION]
+    again = subprocess.run(up, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     down = subprocess.run([str(cluster.TESTCLUSTER / "down")], capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert "DOWN" in _proctrack()
-    restarted = subprocess.run([str(up)], capture_output=True, text=True, timeout=300)
+    restarted = subprocess.run(up, capture_output=True, text=True, timeout=300)
     assert restarted.returncode == 0, restarted.stderr
     assert "DOWN" not in _proctrack()
     assert as_user([*SSH, "testlogin", "true"]).returncode == 0

@@ -18,7 +18,7 @@ from .cluster import SSH, as_user, err, jobs, text
 from .faults import close_masters
 
 pytestmark = pytest.mark.usefixtures("clean")
-ATTEMPTS = Path("/var/lib/slurm-proxy-testcluster/otp-attempts")
+ATTEMPTS = cluster.CLUSTER_BASE / "otp-attempts"
 CODE = "424242"
 
 

@@ -247,8 +247,34 @@ def test_node_findings_name_the_file_and_the_fix() -> None:
     assert "localServerDownload" in lines["internet"].fix
     assert lines["terminals"].ok is None and "gid=5,mode=620" in lines["terminals"].fix
     good = {"ulimit-v": "unlimited", "glibc": "2.36", "free-kb": "99999999", "free-inodes": "9999999",
-            "internet": "yes", "tty-gid": "5", "devpts": "rw,relatime,gid=5,mode=620,ptmxmode=000"}
+            "internet": "yes", "tty-gid": "5", "devpts": "rw,relatime,gid=5,mode=620,ptmxmode=000",
+            "slurm": "slurm-wlm 22.05.8"}
     assert all(c.ok for c in node_doctor.judge("", good))
+
+
+@pytest.mark.parametrize(("said", "ok", "named"), [
+    ("slurm 20.11.4", None, "20.11.4"),            # upstream's srun --version
+    ("slurm-wlm 21.08.5", None, "21.08.5"),        # Debian's
+    ("slurm-wlm 22.05.8", True, "22.05.8"),
+    ("slurm 24.11.5", True, "24.11.5"),
+    ("slurm 25.05.0-0rc1", True, "25.05.0"),
+])
+def test_node_findings_say_what_a_nested_srun_shares(said: str, ok: bool | None, named: str) -> None:
+    from slurm_proxy import node_doctor
+
+    (check,) = [c for c in node_doctor.judge("", {"slurm": said}) if c.name == "nested srun"]
+    assert check.ok is ok and f"Slurm {named}:" in check.detail
+    assert ("--gres=none" in check.fix) == (ok is None)
+    adopt = [c for c in node_doctor.judge("", {"slurm": said}) if c.name == "pam_slurm_adopt"]
+    assert [c.ok for c in adopt] == ([None] if ok is None else [])
+    assert all("action_unknown" in c.detail and 'mode = "srun"' in c.fix for c in adopt)
+
+
+@pytest.mark.parametrize("said", ["", "srun: command not found", "slurm"])
+def test_node_findings_without_a_slurm_version_say_nothing_of_srun(said: str) -> None:
+    from slurm_proxy import node_doctor
+
+    assert "nested srun" not in {c.name for c in node_doctor.judge("", {"slurm": said})}
 
 
 def test_init_quotes_a_partition_name_with_a_dot(run: Run, tmp_path: Path, login: Login) -> None:
