@@ -13,7 +13,7 @@ CHROOT_BASE=/var/lib/slurm-proxy-testcluster   # $BASE inside a chroot
 # What runs now: "VERSION ROOT" (ROOT is / for the host's own packages).
 ACTIVE=$BASE/active
 CHROOT_PKGS=(slurm-wlm slurmctld slurmd slurm-client munge openssh-server openssh-client
-             libpam-slurm-adopt python3 python3-venv bubblewrap rsync procps diffutils)
+             libpam-slurm-adopt python3 python3-venv bubblewrap rsync procps diffutils tcsh zsh fish)
 
 suite_of() {
     case "$1" in

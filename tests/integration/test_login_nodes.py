@@ -78,12 +78,13 @@ def rc_file() -> Iterator[Write]:
 
 @pytest.fixture
 def login_shell() -> Iterator[Callable[[str], None]]:
-    """sptest's login shell, on the login node and the compute nodes alike, for one test."""
+    """sptest's login shell, on the login node and the compute nodes alike (the running
+    cluster's, inside its chroot if it has one), for one test."""
     def use(shell: str) -> None:
-        subprocess.run(["usermod", "-s", SHELLS[shell], cluster.USER], check=True)
+        subprocess.run(cluster.on_cluster(["usermod", "-s", SHELLS[shell], cluster.USER]), check=True)
 
     yield use
-    subprocess.run(["usermod", "-s", "/bin/bash", cluster.USER], check=True)
+    subprocess.run(cluster.on_cluster(["usermod", "-s", "/bin/bash", cluster.USER]), check=True)
 
 
 def lifecycle(env: dict[str, str]) -> None:
