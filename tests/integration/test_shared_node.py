@@ -73,13 +73,16 @@ def job_of(profile: str) -> str:
 
 def test_each_alias_lands_in_its_own_job_in_both_orders(env: dict[str, str], action_unknown: str) -> None:
     if cluster.version() < (22, 5) and action_unknown != "newest":
-        # Slurm 20.11's pam_slurm_adopt applies action_unknown even to the only job on the node
-        # (doctor --node says so): allow lets the session in outside the job, deny refuses it
+        # Slurm 20.11's pam_slurm_adopt may apply action_unknown even to the only job on the node
+        # (doctor --node says so; seen in one environment, not in another): allow then lets the
+        # session in outside the job, deny refuses it. Either way nothing lands in another job.
         proc = as_user([*SSH, "slurm-debug", PROBE], env=env)
+        adopted = proc.returncode == 0 and "/job_" in text(proc)
         if action_unknown == "deny":
-            assert proc.returncode == 255 and "unable to determine source job" in err(proc), err(proc)
+            refused = proc.returncode == 255 and "unable to determine source job" in err(proc)
+            assert adopted or refused, err(proc)
         else:
-            assert proc.returncode == 0 and "/job_" not in text(proc) and "job=\n" in text(proc), text(proc)
+            assert adopted or (proc.returncode == 0 and "job=\n" in text(proc)), text(proc)
         return
     for first, second in (("debug", "gpu1"), ("gpu1", "debug")):
         cluster.cancel_all()
