@@ -84,7 +84,8 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
         return
     yield Check(f"login node {destination}", True, f"cluster {cluster.name} answers")
     missing = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing ")]
-    through = " (on a login shell's PATH: login_shell)" if _login_shell(cluster) else ""
+    profile = remote.Shell(cluster.login, cluster.login_shell).profile  # the login connection's own rule
+    through = " (on a login shell's PATH: login_shell)" if profile else ""
     yield Check("Slurm commands", not missing,
                 f"all found{through}" if not missing else f"not found on {destination}: {', '.join(missing)}",
                 "" if not missing else "the login node needs the Slurm client commands on PATH, "
@@ -107,12 +108,6 @@ def _check_cluster(cluster: Cluster) -> Iterator[Check]:
                         "the openssh backend asks once per login (terminal, "
                         "or SSH_ASKPASS)",
                         "nothing to do; on Windows the default backend, the agent, asks once per login host")
-
-
-def _login_shell(cluster: Cluster) -> bool:
-    if cluster.login_shell is not None:
-        return cluster.login_shell
-    return remote.fact_file(cluster.login, "login-shell").exists()
 
 
 def _check_forwarding(login: Login, cluster: Cluster) -> Iterator[Check]:
