@@ -9,9 +9,12 @@ from collections.abc import Sequence
 
 verbosity = 0  # -1 quiet, 0 normal, 1 debug (-v)
 stamped = False  # each line starts with the time (the agent's log file)
+said = 0  # lines a connect at the normal verbosity shows (info, error, progress), shown or not
 
 
 def info(message: str) -> None:
+    global said
+    said += 1
     if verbosity >= 0:
         _write(message)
 
@@ -40,6 +43,8 @@ def one_line(error: BaseException) -> str:
 
 def rewrite(message: str | None) -> None:
     """A line rewritten in place on a terminal (progress); ``None`` ends it."""
+    global said
+    said += 1
     if verbosity < 0:
         return
     try:
@@ -50,6 +55,8 @@ def rewrite(message: str | None) -> None:
 
 
 def error(message: str) -> None:
+    global said
+    said += 1
     _write(message)
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import warm
 from .errors import SlurmProxyError
 
 
@@ -24,29 +25,21 @@ class UnsafePath(SlurmProxyError):
 
 def user_dir(kind: str, platform: str = sys.platform, env: Mapping[str, str] | None = None,
              user_home: Path | None = None) -> Path:
-    """Where a platform keeps a user's ``kind`` of files: "config" (roaming settings), "state"
-    (local data) or "apps" (where applications such as VS Code keep their settings)."""
+    """Where a platform keeps a user's ``kind`` of files: "config" (roaming settings) or "apps"
+    (where applications such as VS Code keep their settings). Local state: ``state_dir``."""
     env = os.environ if env is None else env
     user_home = user_home or Path.home()
     if platform == "win32":
-        local = Path(env.get("LOCALAPPDATA") or user_home / "AppData" / "Local")
-        roaming = Path(env.get("APPDATA") or user_home / "AppData" / "Roaming")
-        return {"config": roaming, "state": local, "apps": roaming}[kind]
-    config = Path(env.get("XDG_CONFIG_HOME") or user_home / ".config")
+        return Path(env.get("APPDATA") or user_home / "AppData" / "Roaming")
     if kind == "apps" and platform == "darwin":
         return user_home / "Library" / "Application Support"
-    if kind == "state":
-        return Path(env.get("XDG_STATE_HOME") or user_home / ".local" / "state")
-    return config
+    return Path(env.get("XDG_CONFIG_HOME") or user_home / ".config")
 
 
 def state_dir() -> Path:
     """slurm-proxy's own directory (state, locks, sockets, the agent's files): not $HOME, though
-    ``$SLURM_PROXY_HOME`` overrides it."""
-    env = os.environ.get("SLURM_PROXY_HOME")
-    if env:
-        return Path(env).expanduser()
-    return user_dir("state") / "slurm-proxy"
+    ``$SLURM_PROXY_HOME`` overrides it. (``warm.state_dir``, which a warm connect reads first.)"""
+    return Path(warm.state_dir())
 
 
 def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:

@@ -32,3 +32,11 @@ def successor_due(profile: Profile, job: Job, jobs: Sequence[Job]) -> bool:
 def past_its_end(record: JobRecord | None, now: float) -> bool:
     """Is the recorded job past its recorded end (did it perhaps reach its time limit)?"""
     return bool(record and record.ends and now >= record.ends - SAID_GRACE)
+
+
+def quiet_until(profile: Profile, job: Job, now: float) -> float:
+    """Until when connects to ``job`` have nothing to say or submit: before its warning and its
+    successor are due (for ``warm``'s memo, which leaves the time left out of the queue)."""
+    if job.time_left is None:
+        return float("inf")
+    return now + job.time_left - max(profile.warn_before, profile.renew_before)

@@ -16,25 +16,9 @@ from pathlib import Path
 
 from .. import log, paths
 from ..errors import LoginError
+from ..warm import master_alive
 
 CREATE_TIMEOUT = 300.0  # seconds a connect waits for another one's login (a code being typed)
-
-
-def master_alive(path: Path) -> bool:
-    """Does a master listen on ``path``? (a connect, not a process: cheap on every connect)"""
-    import _socket  # the C module: ``socket`` would cost 6 ms of imports on the hot path
-
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    s.settimeout(2.0)  # a master too busy to take us at once is still there
-    try:
-        s.connect(str(path))
-    except (TimeoutError, _socket.timeout):  # the same class from Python 3.10 on
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-    return True
 
 
 @contextmanager

@@ -102,7 +102,7 @@ class OpenSSHLogin:
         return self.shell.run(self._send, argv, stdin)
 
     def _send(self, line: str, stdin: str | None) -> Result:
-        cmd = [self.ssh, *self.options, "-T", "--", self.destination, line]
+        cmd = self._command(line)
         with self._one_login():
             try:
                 proc = subprocess.run(
@@ -141,7 +141,7 @@ class OpenSSHLogin:
         return False, log.last_line(check.stderr) or "no master connection"
 
     def forwarding_refused(self, host: str, port: int) -> str:
-        cmd = [self.ssh, *self.options, "-W", f"{host}:{port}", "--", self.destination]
+        cmd = self.stdio_argv(host, port)
         with self._one_login():
             try:
                 proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
@@ -150,15 +150,29 @@ class OpenSSHLogin:
         return "" if proc.stdout else forwarding_refusal(proc.stderr.decode(errors="replace"))
 
     def forward_stdio(self, host: str, port: int) -> int:
-        return self._hand_over(["-W", f"{host}:{port}", "--", self.destination])
+        return self._hand_over(self.stdio_argv(host, port))
 
     def forward_command(self, argv: Sequence[str]) -> int:
         log.debug(f"forward command: {log.shown(argv)}")
-        return self._hand_over(["-T", "-e", "none", "--", self.destination, self.shell.line(argv)])
+        return self._hand_over(self.command_argv(argv))
 
-    def _hand_over(self, args: list[str]) -> int:
-        """Become ``ssh ARGS``: our stdio is its stdio from here on."""
-        cmd = [self.ssh, *self.options, *args]
+    # The ssh command lines a session is handed over to, and the query's (``warm``'s memo).
+
+    def stdio_argv(self, host: str, port: int) -> list[str]:
+        return [self.ssh, *self.options, "-W", f"{host}:{port}", "--", self.destination]
+
+    def command_argv(self, argv: Sequence[str]) -> list[str]:
+        return [self.ssh, *self.options, "-T", "-e", "none", "--", self.destination, self.shell.line(argv)]
+
+    def query_argv(self, argv: Sequence[str]) -> list[str]:
+        """ssh's argv that runs ``argv`` framed, less the marker its last word needs."""
+        return self._command(self.shell.framed(argv))
+
+    def _command(self, line: str) -> list[str]:
+        return [self.ssh, *self.options, "-T", "--", self.destination, line]
+
+    def _hand_over(self, cmd: list[str]) -> int:
+        """Become ``cmd`` (ssh): our stdio is its stdio from here on."""
         log.debug("exec: " + log.shown(cmd))
         sys.stdout.flush()
         if no_exec():

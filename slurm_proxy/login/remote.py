@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import log, paths
+from .. import log, paths, warm
 from .base import Result
 
 NOT_FOUND = 127  # a shell's exit status for a command it cannot find
@@ -39,6 +39,8 @@ class Shell:
         self.destination = destination
         self.forced = profile  # the config's login_shell: True, False, or None (find out)
         self._said_chatter = False
+        self.answers: dict[tuple[str, ...], str] = {}  # each command's last output, when it succeeded
+        self._given: tuple[tuple[str, ...], warm.Answer] | None = None
 
     @property
     def profile(self) -> bool:
@@ -48,12 +50,23 @@ class Shell:
 
     def line(self, argv: Sequence[str], nonce: str = "", profile: bool | None = None) -> str:
         """The command line for ssh: ``argv`` run by ``/bin/sh``, framed by ``nonce`` if given."""
-        script = PROFILE if (self.profile if profile is None else profile) else ""
         if nonce:
-            script += (f"printf '%s\\n' {nonce}; printf '%s\\n' {nonce} >&2; {shlex.join(argv)}\n"
-                       f"__sp_s=$?; printf '\\n%s %s\\n' {nonce} \"$__sp_s\"; exit \"$__sp_s\"")
-        else:
-            script += "exec " + shlex.join(argv)
+            return f"{self.framed(argv, profile)} {nonce}"
+        return self._sh(self._profile(profile) + "exec " + shlex.join(argv))
+
+    def framed(self, argv: Sequence[str], profile: bool | None = None) -> str:
+        """The framed command line less its marker, which is its last word (``$1`` of the
+        script): the same from one command to the next (``warm``'s memo keeps it)."""
+        return self._sh(
+            "__sp_n=$1; " + self._profile(profile)
+            + "printf '%s\\n' \"$__sp_n\"; printf '%s\\n' \"$__sp_n\" >&2; " + shlex.join(argv) + "\n"
+            + "__sp_s=$?; printf '\\n%s %s\\n' \"$__sp_n\" \"$__sp_s\"; exit \"$__sp_s\"") + " sh"
+
+    def _profile(self, profile: bool | None) -> str:
+        return PROFILE if (self.profile if profile is None else profile) else ""
+
+    @staticmethod
+    def _sh(script: str) -> str:
         payload = binascii.b2a_base64(script.encode(), newline=False).decode()
         return f"exec /bin/sh -c 'eval \"$(echo {payload} | base64 -d)\"'"
 
@@ -68,12 +81,23 @@ class Shell:
                 log.info(f"{missing(res.stderr)} is on PATH on {self.destination} only in a login shell: "
                          "slurm-proxy loads /etc/profile there from now on (login_shell = true)")
                 remember(self._memo(), "")
-                return retried
+                res = retried
+        if res.returncode == 0:
+            self.answers[tuple(argv)] = res.stdout
         return res
 
+    def answered(self, argv: Sequence[str], answer: warm.Answer) -> None:
+        """The next ``run`` of ``argv`` takes ``answer`` (a warm connect's query) as its own."""
+        self._given = (tuple(argv), answer)
+
     def _framed(self, send: Send, argv: Sequence[str], stdin: str | None, profile: bool | None) -> Result:
-        nonce = "slurm-proxy-" + os.urandom(9).hex()
-        res = unframe(send(self.line(argv, nonce, profile), stdin), nonce)
+        given, self._given = self._given, None
+        if given and given[0] == tuple(argv) and profile is None:
+            nonce, raw = given[1].nonce, Result(given[1].returncode, given[1].stdout, given[1].stderr)
+        else:
+            nonce = "slurm-proxy-" + os.urandom(9).hex()
+            raw = send(self.line(argv, nonce, profile), stdin)
+        res = unframe(raw, nonce)
         if res.chatter and not self._said_chatter:
             self._said_chatter = True
             log.debug(f"your login shell on {self.destination} printed before the command "
@@ -88,32 +112,8 @@ class Shell:
 def unframe(raw: Result, nonce: str) -> Result:
     """The command's own stdout, stderr and exit status out of what the login shell sent; when
     the markers are missing (the shell never ran our script) the raw result, as chatter."""
-    begin = nonce + "\n"
-    out, err = raw.stdout, raw.stderr
-    start = _line_at(out, begin)
-    if start < 0:
-        return Result(raw.returncode, "", err, chatter=out)
-    chatter, body = out[:start], out[start + len(begin):]
-    status = raw.returncode
-    end = body.rfind("\n" + nonce + " ")
-    if end >= 0:
-        word = body[end + len(nonce) + 2:].strip()
-        if word.isdigit():
-            status = int(word)
-        body = body[:end]
-    err_start = _line_at(err, begin)
-    if err_start >= 0:
-        chatter += err[:err_start]
-        err = err[err_start + len(begin):]
-    return Result(status, body, err, chatter=chatter)
-
-
-def _line_at(text: str, line: str) -> int:
-    """Where ``line`` (newline included) stands on a line of its own in ``text``, or -1."""
-    if text.startswith(line):
-        return 0
-    at = text.find("\n" + line)
-    return at + 1 if at >= 0 else -1
+    status, out, err, chatter = warm.unframe(raw.returncode, raw.stdout, raw.stderr, nonce)
+    return Result(status, out, err, chatter=chatter)
 
 
 def missing(stderr: str) -> str:

@@ -123,8 +123,8 @@ def stop_agent() -> None:
 
 
 def reset_state() -> None:
-    """No job records, and nothing learned about login hosts (login-hosts/)."""
-    sh(f"rm -rf {shlex.quote(str(STATE / 'state.json'))} {shlex.quote(str(STATE / 'login-hosts'))}",
+    """No job records, nothing learned about login hosts (login-hosts/), no warm memos (warm/)."""
+    sh("rm -rf " + " ".join(shlex.quote(str(STATE / name)) for name in ("state.json", "login-hosts", "warm")),
        check=True)
 
 

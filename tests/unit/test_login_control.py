@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_proxy import log
+from slurm_proxy import log, warm
 from slurm_proxy.errors import LoginError
 from slurm_proxy.login import control
 
@@ -42,7 +42,7 @@ def master(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_live_master_takes_no_lock(master: Path) -> None:
-    assert control.master_alive(master)
+    assert warm.master_alive(master)
     with control.one_creator(master, "hpc"):
         pass
     assert not Path(f"{master}.lock").exists()
@@ -53,8 +53,8 @@ def test_a_dead_socket_is_not_a_master(tmp_path: Path) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(stale))
     s.close()  # the file stays, nobody listens: a master that died
-    assert stale.exists() and not control.master_alive(stale)
-    assert not control.master_alive(tmp_path / "missing")
+    assert stale.exists() and not warm.master_alive(stale)
+    assert not warm.master_alive(tmp_path / "missing")
 
 
 def test_one_creator_the_others_wait_then_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -66,7 +66,7 @@ def test_one_creator_the_others_wait_then_share(tmp_path: Path, monkeypatch: pyt
 
     def connect(name: str) -> None:
         with control.one_creator(path, "hpc"):
-            if not control.master_alive(path):  # what ssh's ControlMaster=auto would do
+            if not warm.master_alive(path):  # what ssh's ControlMaster=auto would do
                 time.sleep(0.3)  # the user types the code
                 server.append(listen(path))
                 created.append(name)

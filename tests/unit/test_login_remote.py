@@ -57,7 +57,7 @@ def test_a_command_not_found_is_tried_once_with_the_login_profile_and_that_is_re
     def send(line: str, stdin: str | None) -> Result:
         profile = "/etc/profile" in _script(line)
         sent.append(profile)
-        nonce = _script(line).split("printf '%s\\n' ")[1].split(";")[0]
+        nonce = line.split()[-1]  # the marker is the line's last word
         if not profile:
             return Result(127, f"{nonce}\n", f"{nonce}\nsh: 1: squeue: not found\n")
         return Result(0, f"{nonce}\nJOBS\n{nonce} 0\n", f"{nonce}\n")
@@ -77,7 +77,9 @@ def test_the_line_holds_nothing_a_shell_would_read_its_own_way() -> None:
     line = remote.Shell("login", profile=True).line(ECHO, "slurm-proxy-00")
     payload = line.split("echo ")[1].split(" |")[0]
     assert set(payload) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
-    assert line == f"exec /bin/sh -c 'eval \"$(echo {payload} | base64 -d)\"'"
+    assert line == f"exec /bin/sh -c 'eval \"$(echo {payload} | base64 -d)\"' sh slurm-proxy-00"
+    # The marker is an argument: the line less it is the same for every command (warm's memo).
+    assert remote.Shell("login", profile=True).line(ECHO, "slurm-proxy-11").startswith(line[:-2])
 
 
 def _script(line: str) -> str:

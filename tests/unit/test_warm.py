@@ -1,0 +1,139 @@
+"""warm.py: a connect replays the last one's decision only while everything it read is the same,
+and hands the queue's answer to the full path otherwise."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slurm_proxy import paths, slurm, warm
+from slurm_proxy.login import remote
+from slurm_proxy.login.base import Result
+
+LINE = "7|RUNNING|None|node1|2026-01-01T00:00:00|{left}|slurm-proxy-debug|slurm-proxy:hpc.debug"
+
+
+class Exec(BaseException):  # past warm.connect's own except: what the connect would have become
+    """os.execv, caught: the argv a connect handed the session to."""
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "m"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.listen()
+    yield path
+    s.close()
+
+
+@pytest.fixture
+def ssh(tmp_path: Path) -> Path:
+    """An ``ssh`` that runs its last argument (the login shell's line) here."""
+    path = tmp_path / "ssh"
+    path.write_text('#!/bin/sh\nfor a; do last=$a; done\nexec sh -c "$last"\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def execs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def execv(path: str, argv: list[str]) -> None:
+        raise Exec(argv)
+
+    monkeypatch.setattr(os, "execv", execv)
+
+
+def write_memo(ssh: Path, master: Path, answer: str, replying: str, files: list[str],
+               until: float | None = None) -> None:
+    """A memo decided on ``answer`` whose query now answers ``replying``."""
+    line = remote.Shell("login", False).framed(["printf", "%s", replying])
+    query = [str(ssh), "-o", "X=y", "--", "login", line]
+    memo = warm.memo(warm.stamps(files), time.time() + 60 if until is None else until, str(master), query,
+                     answer, ["/usr/bin/ssh", "-W", "node1:22", "--", "login"])
+    directory = paths.private_dir(paths.state_dir() / "warm")
+    paths.write_private(directory / warm.memo_name("slurm-debug"), memo)
+
+
+def test_the_time_left_is_the_sixth_field_and_left_out() -> None:
+    assert slurm.SQUEUE_FORMAT.split("|")[warm.TIME_LEFT_FIELD] == "%L"
+    assert warm.comparable(LINE.format(left="59:00") + "\n") == warm.comparable(LINE.format(left="1:00"))
+    assert warm.comparable(LINE.format(left="1:00")) != warm.comparable(LINE.replace("node1", "node2"))
+
+
+@pytest.mark.usefixtures("execs")
+def test_the_same_answer_hands_over_at_once(ssh: Path, master: Path, tmp_path: Path) -> None:
+    write_memo(ssh, master, LINE.format(left="59:00"), LINE.format(left="58:59"), [str(tmp_path / "config")])
+    with pytest.raises(Exec) as handed:
+        warm.connect("slurm-debug")
+    assert handed.value.args[0] == ["/usr/bin/ssh", "-W", "node1:22", "--", "login"]
+
+
+@pytest.mark.usefixtures("execs")
+def test_another_answer_goes_to_the_full_path_which_takes_it_as_its_own(ssh: Path, master: Path,
+                                                                         tmp_path: Path) -> None:
+    ended = LINE.format(left="0:00").replace("RUNNING", "COMPLETING")
+    write_memo(ssh, master, LINE.format(left="59:00"), ended, [])
+    answer = warm.connect("slurm-debug")
+    assert answer is not None
+    shell = remote.Shell("login", False)
+    shell.answered(["squeue"], answer)
+
+    def send(line: str, stdin: str | None) -> Result:
+        raise AssertionError("asked the queue twice")
+
+    assert shell.run(send, ["squeue"]).stdout == ended
+    assert shell.answers[("squeue",)] == ended
+
+
+@pytest.mark.usefixtures("execs")
+@pytest.mark.parametrize("change", ["file", "variable", "expired", "master", "format", "open to others"])
+def test_anything_else_changed_takes_the_full_path_without_asking(change: str, ssh: Path, master: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    watched = tmp_path / "config"
+    watched.write_text("a")
+    write_memo(ssh, master, LINE.format(left="9:00"), LINE.format(left="9:00"), [str(watched)],
+               until=time.time() - 1 if change == "expired" else None)
+    memo_file = Path(warm.memo_file("slurm-debug"))
+    if change == "file":
+        watched.write_text("bb")
+    elif change == "variable":
+        monkeypatch.setenv("SLURM_PROXY_SSH", "/elsewhere/ssh")
+    elif change == "master":
+        master.unlink()
+    elif change == "format":
+        memo = marshal.loads(memo_file.read_bytes())  # noqa: S302  # the test's own
+        memo_file.write_bytes(marshal.dumps({**memo, "format": warm.FORMAT + 1}))
+    elif change == "open to others":
+        memo_file.chmod(0o660)
+    ssh.write_text("#!/bin/sh\nexit 99\n")  # asking would be a mistake
+    assert warm.connect("slurm-debug") is None
+
+
+def test_no_memo_or_an_ssh_failure_takes_the_full_path(ssh: Path, master: Path) -> None:
+    assert warm.connect("slurm-debug") is None
+    write_memo(ssh, master, "x", "x", [])
+    ssh.write_text("#!/bin/sh\necho 'ssh: connect to host login port 22: Connection refused' >&2\nexit 255\n")
+    assert warm.connect("slurm-debug") is None
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_the_state_directory(platform: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("SLURM_PROXY_HOME", "XDG_STATE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    local = os.path.join(str(tmp_path), "AppData", "Local") if platform == "win32" else \
+        os.path.join(str(tmp_path), ".local", "state")
+    assert warm.state_dir() == os.path.join(local, "slurm-proxy")
+    monkeypatch.setenv("XDG_STATE_HOME" if platform != "win32" else "LOCALAPPDATA", "/s")
+    assert warm.state_dir() == os.path.join("/s", "slurm-proxy")
+    monkeypatch.setenv("SLURM_PROXY_HOME", "~/sp")
+    assert paths.state_dir() == tmp_path / "sp"
