@@ -144,3 +144,19 @@ def test_the_proxy_path_never_imports_paramiko_or_click(module: str) -> None:
     loaded = {line.rsplit("|", 1)[-1].strip() for line in out.splitlines()}
     assert module in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("paramiko", "click", "filelock")}
+
+
+def test_a_replayed_connect_imports_only_what_python_has_built_in() -> None:
+    """What a warm connect whose memo holds imports before it execs the hop (warm.py), beyond
+    what Python's own start imports: no pathlib, typing, re, json, subprocess."""
+    import subprocess
+    import sys
+
+    def loaded(code: str) -> set[str]:
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                             capture_output=True, text=True, check=True).stderr
+        return {line.rsplit("|", 1)[-1].strip() for line in out.splitlines()}
+
+    warm = loaded("import slurm_proxy.__main__, slurm_proxy.warm, select, _socket") - loaded("pass")
+    assert warm - {"select", "_socket"} == {"slurm_proxy", "slurm_proxy.__main__", "slurm_proxy.warm",
+                                            "__future__"}
