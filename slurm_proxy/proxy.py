@@ -51,9 +51,11 @@ def _remember(alias: str, login: object, profile: config.Profile, got: Allocatio
               files: list[tuple[str, tuple[int, ...]]]) -> None:
     """Leave the memo that lets the next connect of ``alias`` replay this one: through
     slurm-proxy's own OpenSSH master only, and only from the queue's answer it was decided on."""
+    if not isinstance(login, OpenSSHLogin) or login.control_path is None or no_exec():
+        return
     query = slurm.squeue_argv()
-    answer = login.shell.answers.get(tuple(query)) if isinstance(login, OpenSSHLogin) else None
-    if not isinstance(login, OpenSSHLogin) or login.control_path is None or answer is None or no_exec():
+    answer = login.shell.answers.get(tuple(query))
+    if answer is None:
         return
     if got.mode == "srun":
         hop = login.command_argv(jobscript.srun_argv(got.job.job_id, got.neighbours))
