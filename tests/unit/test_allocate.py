@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fakes import FakeLogin
 
-from slurm_proxy import allocate, jobscript, log, manage, paths, progress, queue, slurm
+from slurm_proxy import allocate, jobscript, log, manage, paths, progress, queue, renewal, slurm
 from slurm_proxy.allocate import Allocator
 from slurm_proxy.config import Cluster, Config, Profile
 from slurm_proxy.errors import AllocationTimeout, JobEnded, NodeError, SlurmError, SlurmOutputError
@@ -548,6 +548,15 @@ def test_renew_before_0_never_submits_a_successor_even_at_0_00_left(state: State
     got = allocator(login, state, clock, PROFILE._replace(renew_before=0)).ensure_running()
     assert login.commands == ["squeue", "bash"]
     assert (got.job.job_id, got.job.time_left, got.neighbours) == ("42", 0, ())
+
+
+def test_a_connect_has_nothing_to_say_until_the_warning_or_the_renewal_is_due() -> None:
+    """What a warm memo's expiry is (warm.py): the earlier of warn_before and renew_before."""
+    job = slurm.parse_squeue(line(state="RUNNING", reason="None", nodes="node1") + "\n")[0]
+    assert job.time_left == 3600
+    assert renewal.quiet_until(RENEW, job, 1000.0) == 1000.0 + 3600 - 600
+    assert renewal.quiet_until(RENEW._replace(renew_before=0), job, 1000.0) == 1000.0 + 3600 - 300
+    assert renewal.quiet_until(PROFILE, job._replace(time_left=None), 1000.0) == float("inf")
 
 
 @pytest.mark.parametrize(("said", "told"), [("timelimit", True), ("", False)])
