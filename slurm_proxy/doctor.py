@@ -11,7 +11,7 @@ from pathlib import Path
 from . import config, host_block, node_doctor, paths
 from .config import Cluster
 from .errors import ConfigError, SlurmProxyError
-from .login import Login, find_ssh, remote, ssh_client
+from .login import Login, find_ssh, remote, ssh_client, ssh_options
 from .manage import login_to
 from .node_doctor import Check
 from .node_trust import no_forwarding_file
@@ -142,18 +142,6 @@ def _check_block(cfg: config.Config) -> Check:
     differs = host_block.drift(cfg.prefix, cfg.profiles, path)
     return Check("Host block", None if differs else True,
                  differs or f"{path} lists every profile", host_block.FIX if differs else "")
-
-
-def ssh_options(ssh: str, alias: str) -> dict[str, str]:
-    """The options ssh would use for ``alias`` (``ssh -G``: every config file, first value wins),
-    lowercase keys as ssh prints them; {} if ssh says nothing."""
-    proc = subprocess.run([ssh, "-G", "--", alias], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=30)
-    options: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        options.setdefault(key.lower(), value)
-    return options
 
 
 def _check_ssh_options(ssh: str, prefix: str, profile: config.Profile) -> Iterator[Check]:

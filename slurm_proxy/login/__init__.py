@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 from ..defaults import AGENT_IDLE
 from ..errors import LoginError
 from .base import Login, Result, no_exec
-from .openssh import OpenSSHLogin, find_ssh
+from .openssh import OpenSSHLogin, find_ssh, ssh_options
 
 if TYPE_CHECKING:  # for annotations: the agent's module is imported only when used
     from .agent import AgentStatus as AgentStatus
 
 __all__ = ["Login", "Result", "agent_status", "find_ssh", "no_exec", "open_login", "serve_agent",
-           "ssh_client", "start_agent", "stop_agent"]
+           "ssh_client", "ssh_options", "start_agent", "stop_agent"]
 
 
 def open_login(destination: str, backend: str = "", agent_idle: int = AGENT_IDLE,

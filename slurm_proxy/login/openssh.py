@@ -38,6 +38,21 @@ def find_ssh() -> str:
     raise LoginError("(any)", "no `ssh` client found on PATH (install OpenSSH)")
 
 
+def ssh_options(ssh: str, name: str) -> dict[str, str]:
+    """The options ``ssh`` would use for ``name`` (``ssh -G``: every config file, first value
+    wins), lowercase keys as ssh prints them; {} if ssh says nothing."""
+    try:
+        proc = subprocess.run([ssh, "-G", "--", name], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LoginError(name, f"`ssh -G` failed: {e}") from None
+    options: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        options.setdefault(key.lower(), value)
+    return options
+
+
 class OpenSSHLogin:
     def __init__(self, destination: str, control_dir: Path | None = None,
                  login_shell: bool | None = None) -> None:
@@ -85,17 +100,11 @@ class OpenSSHLogin:
         return answer
 
     def _ask_ssh_g(self) -> bool:
-        try:
-            out = subprocess.run([self.ssh, "-G", "--", self.destination], stdin=subprocess.DEVNULL,
-                                 capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise LoginError(self.destination, f"`ssh -G` failed: {e}") from None
-        for line in out.stdout.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "controlpath" and value not in ("", "none"):
-                log.debug(f"using the ControlPath from your ssh config: {value}")
-                return True
-        return False
+        value = ssh_options(self.ssh, self.destination).get("controlpath", "none")
+        if value in ("", "none"):
+            return False
+        log.debug(f"using the ControlPath from your ssh config: {value}")
+        return True
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Result:
         log.debug(f"run on {self.destination}: {log.shown(argv)}")
