@@ -108,3 +108,25 @@ def test_status_says_when_the_installed_block_lags_the_config(user_tmp: Path) ->
     assert err(proc).endswith("lacks slurm-extra: run `slurm-proxy ssh-config --install`\n"), err(proc)
     assert "slurm-extra" not in err(as_user([PROXY, "status"]))
 
+
+
+def test_a_controlpath_of_the_users_own_is_used_as_it_is(user_tmp: Path, cfg: dict[str, str], clean: None,
+                                                          ssh_config_kept: None) -> None:
+    """The user's ssh config sets a ControlPath for the login host: connects share that master,
+    slurm-proxy makes none of its own, and leaves no warm memo (it cannot check that master)."""
+    path = cluster.HOME / ".ssh" / "config"
+    socket = user_tmp / "own-master"
+    own = f"Host testlogin\n    ControlMaster auto\n    ControlPath {socket}\n    ControlPersist 60\n\n"
+    path.write_text(own + path.read_text())
+    for sock in cluster.control_sockets():  # slurm-proxy's own masters: none from here on
+        as_user(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"])
+    try:
+        for _ in range(3):
+            proc = as_user(["ssh", "-o", "BatchMode=yes", "slurm-debug", "cat /proc/self/cgroup"], env=cfg)
+            assert proc.returncode == 0 and "/job_" in text(proc), err(proc)
+        check = as_user(["ssh", "-O", "check", "-o", f"ControlPath={socket}", "testlogin"])
+        assert check.returncode == 0, err(check)
+        assert cluster.control_sockets() == []
+        assert not as_user(["ls", str(cluster.STATE / "warm")]).stdout.strip()
+    finally:
+        as_user(["ssh", "-O", "exit", "-o", f"ControlPath={socket}", "testlogin"])
