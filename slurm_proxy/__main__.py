@@ -14,20 +14,19 @@ CLI_COMMANDS = ("up", "down", "status", "init", "doctor", "ssh-config", "agent")
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     hot = _hot_path(args)
-    if hot is not None:
-        alias, verbosity = hot
-        answer = None
-        if verbosity <= 0:  # -v shows the full path's every step
-            from . import warm
+    answer = None
+    if hot is not None and hot[1] <= 0:  # -v shows the full path's every step
+        from . import warm
 
-            answer = warm.connect(alias)  # a warm connect whose decision stands is gone here
-        quiet_dependencies()
+        answer = warm.connect(hot[0])  # a warm connect whose decision stands is gone here
+    quiet_dependencies()
+    if hot is not None:
         from . import log, proxy
         from .errors import run_reporting
 
+        alias, verbosity = hot
         log.verbosity = verbosity
         return run_reporting(proxy.connect, alias, None, answer)
-    quiet_dependencies()
     from .cli import main
 
     return main(args)

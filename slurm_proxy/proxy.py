@@ -30,13 +30,15 @@ def connect(alias: str, config_path: Path | None = None, answer: warm.Answer | N
         alloc.login.shell.answered(slurm.squeue_argv(), answer)
     got = alloc.ensure_running()
     alloc.state.sync_known_hosts()
+    srun = jobscript.srun_argv(got.job.job_id, got.neighbours) if got.mode == "srun" else None
+    port = got.port or SSH_PORT
     if log.said == said and warm.stamps(files) == before:  # nothing said, nothing written
-        _remember(alias, alloc.login, alloc.profile, got, before)
+        _remember(alias, alloc.login, alloc.profile, got, srun, port, before)
     else:
         warm.forget(alias)
-    if got.mode == "srun":
-        return alloc.login.forward_command(jobscript.srun_argv(got.job.job_id, got.neighbours))
-    return alloc.login.forward_stdio(got.job.node, got.port or SSH_PORT)
+    if srun:
+        return alloc.login.forward_command(srun)
+    return alloc.login.forward_stdio(got.job.node, port)
 
 
 def _read_files(config_path: Path) -> list[str]:
@@ -47,21 +49,20 @@ def _read_files(config_path: Path) -> list[str]:
             str(paths.state_dir() / "login-hosts"), *(os.path.expanduser(p) for p in WATCHED_CONFIG)]
 
 
-def _remember(alias: str, login: object, profile: config.Profile, got: Allocation,
-              files: list[tuple[str, tuple[int, ...]]]) -> None:
-    """Leave the memo that lets the next connect of ``alias`` replay this one: through
-    slurm-proxy's own OpenSSH master only, and only from the queue's answer it was decided on."""
+def _remember(alias: str, login: object, profile: config.Profile, got: Allocation, srun: list[str] | None,
+              port: int, files: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Leave the memo that lets the next connect of ``alias`` replay this one (the session to
+    ``srun`` on the login node, else to the job's node at ``port``): through slurm-proxy's own
+    OpenSSH master only, and only from the queue's answer it was decided on."""
     if not isinstance(login, OpenSSHLogin) or login.control_path is None or no_exec():
         return
     query = slurm.squeue_argv()
     answer = login.shell.answers.get(tuple(query))
     if answer is None:
         return
-    if got.mode == "srun":
-        hop = login.command_argv(jobscript.srun_argv(got.job.job_id, got.neighbours))
-    else:
-        hop = login.stdio_argv(got.job.node, got.port or SSH_PORT)
-    until = renewal.quiet_until(profile, got.job, time.time())
-    if until > time.time():
+    hop = login.command_argv(srun) if srun else login.stdio_argv(got.job.node, port)
+    now = time.time()
+    until = renewal.quiet_until(profile, got.job, now)
+    if until > now:
         memo = warm.memo(files, until, str(login.control_path), login.query_argv(query), answer, hop)
         paths.write_private(paths.private_dir(paths.state_dir() / "warm") / warm.memo_name(alias), memo)
