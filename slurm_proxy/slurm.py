@@ -72,11 +72,14 @@ def job_number(job: Job) -> int:
 
 # Slurm's commands read these from the environment, and a user's rc file may set them
 # (SQUEUE_STATES=RUNNING hides pending jobs, SLURM_TIME_FORMAT changes times, SBATCH_* adds
-# options): each command runs without them, but for SLURM_CONF, which says where Slurm is.
+# options): each command runs without them, but for SLURM_CONF, which says where Slurm is. The
+# shell's builtins find them (no env or sed to start): a word of ``export -p`` that looks like one
+# is unset, even a piece of another's value (that unsets nothing or only what goes anyway), once
+# a subshell has shown it is a name.
 _CLEAN_ENV = (
-    'for __sp_v in $(env | sed -n "s/^\\(S[A-Z]*_[A-Za-z0-9_]*\\)=.*/\\1/p"); do case $__sp_v in '
-    "SLURM_CONF) ;; SLURM_*|SQUEUE_*|SBATCH_*|SRUN_*|SALLOC_*|SCANCEL_*|SINFO_*|SCONTROL_*|SACCT_*) "
-    'unset "$__sp_v" ;; esac; done; exec "$@"'
+    "set -f; for __sp_w in $(export -p); do case $__sp_w in SLURM_CONF=*) ;; "
+    "SLURM_*=*|SQUEUE_*=*|SBATCH_*=*|SRUN_*=*|SALLOC_*=*|SCANCEL_*=*|SINFO_*=*|SCONTROL_*=*|SACCT_*=*) "
+    '__sp_v=${__sp_w%%=*}; (unset "$__sp_v") 2>/dev/null && unset "$__sp_v" ;; esac; done; exec "$@"'
 )
 
 

@@ -27,6 +27,12 @@ import sys
 import time
 
 FORMAT = 1  # of a memo; another is ignored
+# The replay's own ssh commands use the master or fail, and never prompt (the full path then
+# logs in, under its lock).
+ONLY_THROUGH_MASTER = ("-o", "ControlMaster=no", "-o", "BatchMode=yes")
+CHUNK = 1 << 20  # bytes a relay passes per call at most
+SIGTERM, EINVAL = 15, 22  # POSIX's numbers: signal's and errno's modules cost imports
+_NO_SPLICE: set[int] = set()  # stdio that os.splice cannot serve
 SSH_FAILED = 255  # ssh's exit status when it could not run the command
 TIME_LEFT_FIELD = 5  # %L's place in slurm.SQUEUE_FORMAT
 # What the full path reads from the environment (a config, the state directory, ssh).
@@ -112,26 +118,113 @@ class Answer:
 
 
 def connect(alias: str) -> Answer | None:
-    """Hand the session over as the memo says (exec: no return) when it holds; else the
-    answer of the query if one was asked, or None."""
+    """Hand the session over as the memo says when it holds (no return: exec the hop, or
+    relay the one started early and exit with its status); else the answer of the query if one
+    was asked, or None."""
+    early = None
     try:
         memo = _load(alias)
         if memo is None:
             return None
         nonce = "slurm-proxy-" + os.urandom(9).hex()
-        query = memo["query"]
-        argv = [query[0], "-o", "ControlMaster=no", "-o", "BatchMode=yes", *query[1:-1],
-                f"{query[-1]} {nonce}"]
+        query, hop = memo["query"], memo["hop"]
+        argv = [query[0], *ONLY_THROUGH_MASTER, *query[1:-1], f"{query[-1]} {nonce}"]
+        if "-W" in hop:  # a forward runs nothing on the login node: it may start before the answer
+            early = Hop([hop[0], *ONLY_THROUGH_MASTER, *hop[1:]])
         returncode, stdout, stderr = _run(argv)
         status, body, _, _ = unframe(returncode, stdout, stderr, nonce)
-        if status == 0 and comparable(body) == memo["answer"]:
-            hop = memo["hop"]
+        if status != 0 or comparable(body) != memo["answer"]:
+            if early:
+                early.stop()
+            # On ssh's failure the full path asks again, and says what ssh says.
+            return None if returncode == SSH_FAILED else Answer(nonce, returncode, stdout, stderr)
+        if early is None:
             os.execv(hop[0], hop)
-        if returncode == SSH_FAILED:  # the full path asks again, and says what ssh says
-            return None
-        return Answer(nonce, returncode, stdout, stderr)
     except Exception:  # whatever went wrong here, the full path knows better
+        if early:
+            early.stop()
         return None
+    raise SystemExit(early.relay())  # the answer is the memo's: the session's bytes may pass
+
+
+class Hop:
+    """The session's ssh started while the query runs (a new channel on the master, the node's
+    TCP connect and its sshd's greeting: a round trip and more, off the critical path). Nothing
+    passes until ``relay``: the node's greeting waits in a pipe, the client's in stdin, so a hop
+    that turns out wrong is stopped before the session has been near it.
+
+    ``relay`` then passes bytes between our stdio and the hop's until the hop is done: one more
+    pipe each way for the session's life (``os.splice`` on Linux moves them without a copy)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        to_r, self.to_hop = os.pipe()
+        self.from_hop, from_w = os.pipe()
+        self.hop_err, err_w = os.pipe()
+        try:
+            self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, to_r, 0), (os.POSIX_SPAWN_DUP2, from_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        except OSError:
+            self._close(self.to_hop, self.from_hop, self.hop_err)
+            raise
+        finally:
+            self._close(to_r, from_w, err_w)
+
+    def stop(self) -> None:
+        """End the hop unheard (what it said to stderr goes too)."""
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, SIGTERM)
+        self._close(self.to_hop, self.from_hop, self.hop_err)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+
+    def relay(self) -> int:
+        """stdin → hop, hop's stdout → stdout, its stderr → stderr, until the hop has closed
+        both of its own; the hop's exit status."""
+        import select
+
+        moves = {0: self.to_hop, self.from_hop: 1, self.hop_err: 2}
+        poller = select.poll()
+        for fd in moves:
+            poller.register(fd, select.POLLIN)
+        while self.from_hop in moves or self.hop_err in moves:
+            for fd, _ in poller.poll():
+                if fd in moves and not _move(fd, moves[fd]):  # this direction is done
+                    poller.unregister(fd)
+                    self._close(fd if fd > 2 else moves[fd])  # stdin's end: the hop's EOF
+                    del moves[fd]
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+    @staticmethod
+    def _close(*fds: int) -> None:
+        for fd in fds:
+            try:  # noqa: SIM105  # contextlib would cost 2 ms of imports here
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _move(src: int, dst: int) -> bool:
+    """Pass what ``src`` has to ``dst``; False at its end, or when either side has failed."""
+    try:
+        if src not in _NO_SPLICE and hasattr(os, "splice"):  # Linux, Python 3.10+
+            try:
+                return os.splice(src, dst, CHUNK) > 0
+            except OSError as e:
+                if e.errno != EINVAL:  # EINVAL: a tty or the like, which splice cannot write
+                    raise
+                _NO_SPLICE.add(src)
+        data = os.read(src, CHUNK)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst, view):]
+        return bool(data)
+    except BlockingIOError:  # a non-blocking stdio another reader emptied first
+        return True
+    except OSError:
+        return False
 
 
 def _load(alias: str) -> dict[str, Any] | None:

@@ -2,11 +2,13 @@
 
 ssh hands a command to the user's login shell (bash, zsh, tcsh, fish …) after the shell's rc
 files have run, and rc files print ("Welcome", ``module load`` chatter, conda). So a command
-goes over as one line every such shell reads alike: ``/bin/sh`` running a script carried as
-base64 (no quote, backslash or newline for tcsh or fish to read their way). The script prints a
-marker of our own, fresh per command, on stdout and stderr before the command and its exit
-status after it; only what lies between is the command's output. Whatever stands before the
-markers is the rc files' (kept as ``Result.chatter``, shown with ``-v`` and by ``doctor``).
+goes over as one line every such shell reads alike: ``/bin/sh`` running a script in single
+quotes when it holds nothing that tcsh or fish would read their way inside them (a backslash, a
+newline, ``!``, anything but printable ASCII), else carried as base64 (which costs a ``base64``
+to decode it). The script prints a marker of our own, fresh per command, on stdout and stderr
+before the command and its exit status after it; only what lies between is the command's
+output. Whatever stands before the markers is the rc files' (kept as ``Result.chatter``, shown
+with ``-v`` and by ``doctor``).
 
 Sites where Slurm's commands are on ``PATH`` only in a login shell (``/etc/profile.d``): with
 ``profile`` the script first sources ``/etc/profile`` and ``~/.profile``. A command that is
@@ -58,15 +60,16 @@ class Shell:
         """The framed command line less its marker, which is its last word (``$1`` of the
         script): the same from one command to the next (``warm``'s memo keeps it)."""
         return self._sh(
-            "__sp_n=$1; " + self._profile(profile)
-            + "printf '%s\\n' \"$__sp_n\"; printf '%s\\n' \"$__sp_n\" >&2; " + shlex.join(argv) + "\n"
-            + "__sp_s=$?; printf '\\n%s %s\\n' \"$__sp_n\" \"$__sp_s\"; exit \"$__sp_s\"") + " sh"
+            "__sp_n=$1; " + self._profile(profile) + 'echo "$__sp_n"; echo "$__sp_n" >&2; '
+            + shlex.join(argv) + '; __sp_s=$?; echo; echo "$__sp_n $__sp_s"; exit "$__sp_s"') + " sh"
 
     def _profile(self, profile: bool | None) -> str:
         return PROFILE if (self.profile if profile is None else profile) else ""
 
     @staticmethod
     def _sh(script: str) -> str:
+        if all(" " <= c <= "~" and c not in "\\!" for c in script):
+            return "exec /bin/sh -c '" + script.replace("'", "'\\''") + "'"
         payload = binascii.b2a_base64(script.encode(), newline=False).decode()
         return f"exec /bin/sh -c 'eval \"$(echo {payload} | base64 -d)\"'"
 

@@ -12,12 +12,21 @@ import pytest
 from slurm_proxy.login import remote
 from slurm_proxy.login.base import Result
 
-NASTY = ["a b", "it's", "back\\slash", "$HOME", "!x", "line\nbreak", "*", "", "%h", "`id`", '"q"']
-ECHO = ["bash", "-c", 'printf "<%s>" "$@"; echo; echo "to stderr" >&2; exit 3', "n", *NASTY]
+PLAIN = ["a b", "it's", "$HOME", "*", "", "%h", "`id`", '"q"', "'", "a|b;c"]  # sent in single quotes
+NASTY = [*PLAIN, "back\\slash", "!x", "line\nbreak", "ü"]  # sent as base64
 
 
+def echo(words: list[str]) -> list[str]:
+    return ["bash", "-c", 'printf "<%s>" "$@"; echo; echo "to stderr" >&2; exit 3', "n", *words]
+
+
+ECHO = echo(NASTY)
+
+
+@pytest.mark.parametrize("words", [PLAIN, NASTY], ids=["plain", "base64"])
 @pytest.mark.parametrize("shell", ["sh", "bash", "zsh", "tcsh", "fish"])
-def test_every_login_shell_runs_the_argv_as_given_and_only_its_output_is_read(shell: str) -> None:
+def test_every_login_shell_runs_the_argv_as_given_and_only_its_output_is_read(shell: str,
+                                                                              words: list[str]) -> None:
     if not shutil.which(shell):
         pytest.skip(f"no {shell} here")
 
@@ -27,8 +36,8 @@ def test_every_login_shell_runs_the_argv_as_given_and_only_its_output_is_read(sh
         p = subprocess.run([shell, "-c", noisy + line], input=stdin or "", capture_output=True, text=True)
         return Result(p.returncode, p.stdout, p.stderr)
 
-    res = remote.Shell("login", profile=False).run(send, ECHO)
-    assert res.stdout == "".join(f"<{w}>" for w in NASTY) + "\n"
+    res = remote.Shell("login", profile=False).run(send, echo(words))
+    assert res.stdout == "".join(f"<{w}>" for w in words) + "\n"
     assert (res.returncode, res.stderr) == (3, "to stderr\n")
     assert "Welcome" in res.chatter and "loaded" in res.chatter
 
@@ -82,9 +91,17 @@ def test_the_line_holds_nothing_a_shell_would_read_its_own_way() -> None:
     assert remote.Shell("login", profile=True).line(ECHO, "slurm-proxy-11").startswith(line[:-2])
 
 
+def test_a_line_without_such_characters_goes_in_single_quotes_with_no_base64_to_start() -> None:
+    line = remote.Shell("login", profile=False).line(echo(PLAIN), "slurm-proxy-00")
+    assert line.startswith("exec /bin/sh -c '__sp_n=$1; ") and line.endswith("' sh slurm-proxy-00")
+    assert "base64" not in line and "\\" not in line.replace("'\\''", "")  # a quote is '\''
+
+
 def _script(line: str) -> str:
     import base64
 
+    if "base64 -d" not in line:
+        return line  # sent in single quotes
     return base64.b64decode(line.split("echo ")[1].split(" |")[0]).decode()
 
 

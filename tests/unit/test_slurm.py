@@ -168,6 +168,22 @@ def test_slurm_commands_run_without_the_users_slurm_variables_but_slurm_conf(nam
     assert out == "unset /site/slurm.conf kept\n"
 
 
+@pytest.mark.parametrize("sh", [["dash"], ["bash", "--posix"], ["busybox", "sh"]],
+                         ids=["dash", "bash", "busybox"])
+def test_a_value_that_looks_like_a_slurm_variable_unsets_nothing_else_breaks_nothing(sh: list[str]) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    if not shutil.which(sh[0]):  # /bin/sh on Debian, RHEL and Alpine login nodes
+        pytest.skip(f"no {sh[0]} here")
+    env = {**os.environ, "SQUEUE_STATES": "a b\nSLURM_X=1 *", "SLURM_CONF": "/site/slurm.conf",
+           "NOTE": "x SLURM_a-b=1 SLURM_CONF=/x 'SQUEUE_Y=2"}
+    shown = slurm.neutral(["sh", "-c", 'echo "${SQUEUE_STATES-unset} $SLURM_CONF $NOTE"'])
+    out = subprocess.run([*sh, *shown[1:]], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == f"unset /site/slurm.conf {env['NOTE']}\n"
+
+
 @pytest.mark.parametrize(
     ("stderr", "line"),
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import marshal
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -52,12 +53,13 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_memo(ssh: Path, master: Path, answer: str, replying: str, files: list[str],
-               until: float | None = None) -> None:
-    """A memo decided on ``answer`` whose query now answers ``replying``."""
-    line = remote.Shell("login", False).framed(["printf", "%s", replying])
+               until: float | None = None, hop: list[str] | None = None, before: str = "") -> None:
+    """A memo decided on ``answer`` whose query now answers ``replying`` (after ``before``, a
+    line of sh), and hands the session to ``hop``."""
+    line = remote.Shell("login", False).framed(["sh", "-c", before + 'printf %s "$0"', replying])
     query = [str(ssh), "-o", "X=y", "--", "login", line]
     memo = warm.memo(warm.stamps(files), time.time() + 60 if until is None else until, str(master), query,
-                     answer, ["/usr/bin/ssh", "-W", "node1:22", "--", "login"])
+                     answer, hop or ["/usr/bin/ssh", "-W", "node1:22", "--", "login"])
     directory = paths.private_dir(paths.state_dir() / "warm")
     paths.write_private(directory / warm.memo_name("slurm-debug"), memo)
 
@@ -68,12 +70,66 @@ def test_the_time_left_is_the_sixth_field_and_left_out() -> None:
     assert warm.comparable(LINE.format(left="1:00")) != warm.comparable(LINE.replace("node1", "node2"))
 
 
+@pytest.fixture
+def hop(tmp_path: Path) -> Path:
+    """A session's hop: the node's greeting at once, then what the client sent, kept."""
+    path = tmp_path / "hop"
+    path.write_text(f'#!/bin/sh\necho $$ > {tmp_path}/hop.pid\necho node-greeting\n'
+                    f'cat > {tmp_path}/client-sent\necho node-said-bye >&2\nexit 7\n')
+    path.chmod(0o755)
+    return path
+
+
+# A connect as ssh runs it: what warm.connect did not take, the full path would (here: say so,
+# and pass on the client's bytes it finds still unread).
+CONNECT = ("import sys; from slurm_proxy import warm; answer = warm.connect('slurm-debug'); "
+           "sys.stdout.write(f'full path, told {answer.stdout!r}: ' + sys.stdin.read())")
+
+
+def waits_for_the_hop(tmp_path: Path) -> str:
+    """sh that answers only once the hop has started, and notes that it had."""
+    return (f"for i in $(seq 100); do [ -s {tmp_path}/hop.pid ] && break; sleep 0.05; done; "
+            f"[ -s {tmp_path}/hop.pid ] && echo started-first > {tmp_path}/noted; ")
+
+
+def test_the_same_answer_relays_the_hop_started_while_the_query_ran(ssh: Path, master: Path, hop: Path,
+                                                                    tmp_path: Path) -> None:
+    write_memo(ssh, master, LINE.format(left="59:00"), LINE.format(left="58:59"), [str(tmp_path / "config")],
+               hop=[str(hop), "-W", "node1:22", "--", "login"], before=waits_for_the_hop(tmp_path))
+    got = subprocess.run([sys.executable, "-c", CONNECT], input="client-greeting\n", capture_output=True,
+                         text=True, timeout=30)
+    assert (tmp_path / "noted").read_text() == "started-first\n"
+    assert (got.returncode, got.stdout) == (7, "node-greeting\n")  # the hop's status, nothing of ours
+    assert "node-said-bye" in got.stderr
+    assert (tmp_path / "client-sent").read_text() == "client-greeting\n"
+
+
+def test_another_answer_stops_the_early_hop_before_a_byte_has_passed(ssh: Path, master: Path, hop: Path,
+                                                                     tmp_path: Path) -> None:
+    ended = LINE.format(left="0:00").replace("RUNNING", "COMPLETING")
+    write_memo(ssh, master, LINE.format(left="59:00"), ended, [],
+               hop=[str(hop), "-W", "node1:22", "--", "login"], before=waits_for_the_hop(tmp_path))
+    got = subprocess.run([sys.executable, "-c", CONNECT], input="client-greeting\n", capture_output=True,
+                         text=True, timeout=30)
+    assert (tmp_path / "noted").read_text() == "started-first\n"
+    # Neither the node's greeting nor its stderr reached the client; its greeting waits for the
+    # full path, which was given the answer.
+    told, client = got.stdout.split("': ")
+    assert told.startswith("full path, told ") and ended in told and client == "client-greeting\n"
+    sent = tmp_path / "client-sent"
+    assert "node-" not in got.stderr and (not sent.exists() or sent.read_text() == "")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((tmp_path / "hop.pid").read_text()), 0)
+
+
 @pytest.mark.usefixtures("execs")
-def test_the_same_answer_hands_over_at_once(ssh: Path, master: Path, tmp_path: Path) -> None:
-    write_memo(ssh, master, LINE.format(left="59:00"), LINE.format(left="58:59"), [str(tmp_path / "config")])
+def test_a_session_that_runs_a_command_on_the_login_node_starts_only_after_the_answer(
+        ssh: Path, master: Path, tmp_path: Path) -> None:
+    srun = ["/usr/bin/ssh", "-T", "--", "login", "srun --jobid=7 ..."]
+    write_memo(ssh, master, LINE.format(left="59:00"), LINE.format(left="58:59"), [], hop=srun)
     with pytest.raises(Exec) as handed:
         warm.connect("slurm-debug")
-    assert handed.value.args[0] == ["/usr/bin/ssh", "-W", "node1:22", "--", "login"]
+    assert handed.value.args[0] == srun
 
 
 @pytest.mark.usefixtures("execs")
