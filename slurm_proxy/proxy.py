@@ -64,5 +64,7 @@ def _remember(alias: str, login: object, profile: config.Profile, got: Allocatio
     now = time.time()
     until = renewal.quiet_until(profile, got.job, now)
     if until > now:
-        memo = warm.memo(files, until, str(login.control_path), login.query_argv(query), answer, hop)
+        ask = login.loop_argv(query)
+        memo = warm.memo(files, until, str(login.control_path), login.query_argv(query), answer, hop, ask)
         paths.write_private(paths.private_dir(paths.state_dir() / "warm") / warm.memo_name(alias), memo)
+        warm.start_asker(str(login.control_path), ask)

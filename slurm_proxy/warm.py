@@ -26,11 +26,13 @@ import os
 import sys
 import time
 
-FORMAT = 1  # of a memo; another is ignored
+FORMAT = 2  # of a memo; another is ignored
 # The replay's own ssh commands use the master or fail, and never prompt (the full path then
 # logs in, under its lock).
 ONLY_THROUGH_MASTER = ("-o", "ControlMaster=no", "-o", "BatchMode=yes")
 CHUNK = 1 << 20  # bytes a relay passes per call at most
+ASK_TIMEOUT = 20.0  # seconds a replay waits for the asker's answer before asking over ssh
+MAX_SOCKET_PATH = 100  # bytes of a Unix socket's path that bind takes everywhere (macOS: 104)
 SIGTERM, EINVAL, F_SETPIPE_SZ = 15, 22, 1031  # POSIX's numbers: signal's and errno's modules cost imports
 _NO_SPLICE: set[int] = set()  # stdio that os.splice cannot serve
 SSH_FAILED = 255  # ssh's exit status when it could not run the command
@@ -95,12 +97,30 @@ def comparable(answer: str) -> str:
 
 
 def memo(files: list[tuple[str, Stamp]], until: float, socket: str, query: list[str], answer: str,
-         hop: list[str]) -> bytes:
+         hop: list[str], ask: list[str]) -> bytes:
     """A memo (``files``: the stamps the decision was made under; ``query``: the ssh argv that
     asks the queue, its last word the command line less its marker; ``answer``: the queue's
-    answer the decision read; ``hop``: the argv the session is handed to)."""
+    answer the decision read; ``hop``: the argv the session is handed to; ``ask``: the ssh argv
+    of the asker's loop that asks the same)."""
     return marshal.dumps({"format": FORMAT, "environment": environment(), "files": files, "until": until,
-                          "socket": socket, "query": query, "answer": comparable(answer), "hop": hop})
+                          "socket": socket, "query": query, "answer": comparable(answer), "hop": hop,
+                          "ask": ask})
+
+
+def asker_path(socket: str) -> str:
+    """Where the asker of the master at ``socket`` listens (``asker``)."""
+    return os.path.join(state_dir(), "warm", os.path.basename(socket) + ".ask")
+
+
+def start_asker(socket: str, ask: list[str]) -> None:
+    """Start the asker of the master at ``socket`` unless one listens: in the background, as
+    no child of ours (``sh`` starts it and is gone at once)."""
+    path = asker_path(socket)
+    if len(path.encode()) > MAX_SOCKET_PATH or master_alive(path):
+        return
+    argv = ["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", sys.executable, "-m",
+            "slurm_proxy.asker", path, *ask]
+    os.waitpid(os.posix_spawn(argv[0], argv, os.environ), 0)
 
 
 def forget(alias: str) -> None:
@@ -131,7 +151,7 @@ def connect(alias: str) -> Answer | None:
         argv = [query[0], *ONLY_THROUGH_MASTER, *query[1:-1], f"{query[-1]} {nonce}"]
         if "-W" in hop:  # a forward runs nothing on the login node: it may start before the answer
             early = Hop([hop[0], *ONLY_THROUGH_MASTER, *hop[1:]])
-        returncode, stdout, stderr = _run(argv)
+        returncode, stdout, stderr = _ask(memo, nonce) or _run(argv)
         status, body, _, _ = unframe(returncode, stdout, stderr, nonce)
         if status != 0 or comparable(body) != memo["answer"]:
             if early:
@@ -233,6 +253,44 @@ def _move(src: int, dst: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _ask(memo: dict[str, Any], nonce: str) -> tuple[int, str, str] | None:
+    """The query's answer from the asker of the memo's master (as ssh would give it: status,
+    stdout, stderr); None when none answers (then one is started for the next connect) or the
+    query failed."""
+    import _socket
+
+    if not memo["ask"]:
+        return None
+    path = asker_path(memo["socket"])
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s.settimeout(ASK_TIMEOUT)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        start_asker(memo["socket"], memo["ask"])
+        return None
+    chunks = []
+    try:
+        s.sendall(f"{nonce}\n{memo['ask'][-1]}\n".encode())
+        s.shutdown(_socket.SHUT_WR)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    out = b"".join(chunks).decode(errors="replace")
+    # Only a whole answer is one: nothing, or no end marker, is none (never an empty queue).
+    # A query that failed is asked again over ssh, which says why (the loop keeps no stderr).
+    if unframe(SSH_FAILED, out, "", nonce)[0] != 0:
+        return None
+    return 0, out, ""
 
 
 def _load(alias: str) -> dict[str, Any] | None:

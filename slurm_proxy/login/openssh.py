@@ -177,6 +177,10 @@ class OpenSSHLogin:
         """ssh's argv that runs ``argv`` framed, less the marker its last word needs."""
         return self._command(self.shell.framed(argv))
 
+    def loop_argv(self, argv: Sequence[str]) -> list[str]:
+        """ssh's argv that runs ``argv`` once per marker sent to its stdin (``Shell.loop``)."""
+        return self._command(self.shell.loop(argv))
+
     def _command(self, line: str) -> list[str]:
         return [self.ssh, *self.options, "-T", "--", self.destination, line]
 

@@ -63,6 +63,14 @@ class Shell:
             "__sp_n=$1; " + self._profile(profile) + 'echo "$__sp_n"; echo "$__sp_n" >&2; '
             + shlex.join(argv) + '; __sp_s=$?; echo; echo "$__sp_n $__sp_s"; exit "$__sp_s"') + " sh"
 
+    def loop(self, argv: Sequence[str]) -> str:
+        """The command line that runs ``argv`` once for each marker its stdin sends, framed by
+        that marker as ``framed`` frames it (stdout only), until stdin ends: one session on the
+        login node for many queries (``asker``)."""
+        return self._sh(
+            self._profile(None) + 'while read -r __sp_n; do echo "$__sp_n"; ' + shlex.join(argv)
+            + ' </dev/null 2>/dev/null; __sp_s=$?; echo; echo "$__sp_n $__sp_s"; done')
+
     def _profile(self, profile: bool | None) -> str:
         return PROFILE if (self.profile if profile is None else profile) else ""
 

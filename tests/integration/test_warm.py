@@ -5,6 +5,7 @@ of connects: each session lands in the job its alias names (through the real clu
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,6 +59,28 @@ def test_a_warm_connect_replays_the_decision_of_the_last(env: dict[str, str]) ->
     # -v shows every step: the full path
     proc = as_user([PROXY, "-v", "slurm-debug"], env=env, input=b"")
     assert re.search(r"exec: .*ssh .*-W node1:22", err(proc)), err(proc)
+
+
+def test_replays_ask_the_asker_one_session_on_the_login_node_keeps_open(env: dict[str, str],
+                                                                        user_tmp: Path) -> None:
+    log, ssh = user_tmp / "ssh.log", user_tmp / "ssh"
+    ssh.write_text('#!/bin/sh\ncase "$*" in *" -W "*) echo hop;; *"while read"*) echo loop;; '
+                   f'*) echo command;; esac >> {log}\nexec /usr/bin/ssh "$@"\n')
+    ssh.chmod(0o755)
+    env = {**env, "SLURM_PROXY_SSH": str(ssh)}
+    for _ in range(3):
+        session(env)
+    assert cluster.sh(f"ls {cluster.STATE}/warm/*.ask").returncode == 0  # an asker listens
+    for _ in range(50):  # and has started its loop
+        if "loop" in log.read_text():
+            break
+        time.sleep(0.1)
+    before = log.read_text().split()
+    for _ in range(3):
+        landed, replayed, said = session(env)
+        assert replayed and landed == our_job(), said
+    # One loop for them all; each replay asked it, and ssh ran nothing but the hop.
+    assert before.count("loop") == 1 and log.read_text().split()[len(before):] == ["hop"] * 3
 
 
 def test_a_job_cancelled_behind_its_back_is_noticed_on_the_same_connect(env: dict[str, str]) -> None:

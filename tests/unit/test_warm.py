@@ -53,13 +53,15 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_memo(ssh: Path, master: Path, answer: str, replying: str, files: list[str],
-               until: float | None = None, hop: list[str] | None = None, before: str = "") -> None:
+               until: float | None = None, hop: list[str] | None = None, before: str = "",
+               asker: bool = False) -> None:
     """A memo decided on ``answer`` whose query now answers ``replying`` (after ``before``, a
-    line of sh), and hands the session to ``hop``."""
-    line = remote.Shell("login", False).framed(["sh", "-c", before + 'printf %s "$0"', replying])
-    query = [str(ssh), "-o", "X=y", "--", "login", line]
+    line of sh), and hands the session to ``hop``; with an asker's loop if ``asker``."""
+    shell, argv = remote.Shell("login", False), ["sh", "-c", before + 'printf %s "$1"', "sh", replying]
+    query = [str(ssh), "-o", "X=y", "--", "login", shell.framed(argv)]
+    ask = [str(ssh), "-o", "X=y", "--", "login", shell.loop(argv)] if asker else []
     memo = warm.memo(warm.stamps(files), time.time() + 60 if until is None else until, str(master), query,
-                     answer, hop or ["/usr/bin/ssh", "-W", "node1:22", "--", "login"])
+                     answer, hop or ["/usr/bin/ssh", "-W", "node1:22", "--", "login"], ask)
     directory = paths.private_dir(paths.state_dir() / "warm")
     paths.write_private(directory / warm.memo_name("slurm-debug"), memo)
 
@@ -171,6 +173,75 @@ def test_anything_else_changed_takes_the_full_path_without_asking(change: str, s
         memo_file.chmod(0o660)
     ssh.write_text("#!/bin/sh\nexit 99\n")  # asking would be a mistake
     assert warm.connect("slurm-debug") is None
+
+
+@pytest.mark.usefixtures("execs")
+def test_the_asker_answers_the_next_connects_afresh_in_one_session_and_ends_with_its_socket(
+        master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log, queue = tmp_path / "ssh.log", tmp_path / "queue"
+    ssh = tmp_path / "ssh"  # notes each query and each loop (its pid), then runs the line
+    ssh.write_text(f'#!/bin/sh\nfor a; do last=$a; done\n'
+                   f'case $last in *"while read"*) echo "loop $$" >> {log};; *) echo query >> {log};; esac\n'
+                   'exec sh -c "$last"\n')
+    ssh.chmod(0o755)
+    monkeypatch.chdir(Path(__file__).parents[2])  # the asker is this checkout's (python -m)
+    queue.write_text(LINE.format(left="59:00"))
+    srun = ["/usr/bin/ssh", "-T", "--", "login", "srun --jobid=7 ..."]
+    write_memo(ssh, master, LINE.format(left="59:00"), "", [], hop=srun, asker=True,
+               before=f'set -- "$(cat {queue})"; ')
+    path = Path(warm.asker_path(str(master)))
+
+    def handed_over() -> None:  # the same answer
+        with pytest.raises(Exec):
+            warm.connect("slurm-debug")
+
+    handed_over()  # no asker yet: asked over ssh, and one is started for the next connect
+    for _ in range(100):
+        if path.is_socket():
+            break
+        time.sleep(0.05)
+    handed_over()
+    handed_over()
+    notes = log.read_text().split("\n")
+    assert notes[0] == "query" and notes[1].startswith("loop ") and notes[2:] == [""]
+    queue.write_text(LINE.format(left="0:00").replace("RUNNING", "COMPLETING"))  # the job ended
+    answer = warm.connect("slurm-debug")
+    assert answer is not None and "COMPLETING" in answer.stdout
+    assert log.read_text().count("query") == 1  # every answer after the first was the asker's
+    loop_pid = int(notes[1].split()[1])
+    path.unlink()
+    for _ in range(300):  # CHECK seconds at most
+        try:
+            os.kill(loop_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the asker's session outlived its socket")
+
+
+@pytest.mark.usefixtures("execs")
+@pytest.mark.parametrize("reply", ["", "{n}\n", "{n}\n7|RUNNING", "{n}\n\n{n} 1\n"],
+                         ids=["nothing", "begun", "cut short", "failed"])
+def test_an_asker_without_a_whole_answer_is_none_and_ssh_asks(reply: str, ssh: Path, master: Path) -> None:
+    import threading
+
+    write_memo(ssh, master, LINE.format(left="59:00"), LINE.format(left="58:59"), [],
+               hop=["/usr/bin/ssh", "-T", "--", "login", "srun"], asker=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(warm.asker_path(str(master)))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        nonce = conn.recv(65536).decode().split("\n")[0]
+        conn.sendall(reply.format(n=nonce).encode())
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    with pytest.raises(Exec):  # never taken for an empty queue: ssh's same answer hands over
+        warm.connect("slurm-debug")
+    server.close()
 
 
 def test_no_memo_or_an_ssh_failure_takes_the_full_path(ssh: Path, master: Path) -> None:
