@@ -1,6 +1,6 @@
 """The benchmark suite, side by side in one run on the loopback test cluster.
 
-    sudo /opt/slurm-proxy/venv/bin/python benchmarks/suite.py [--rounds 11] [--quick]
+    sudo /opt/slurm-proxy/venv/bin/python benchmarks/suite.py [--rounds 11] [--quick] [--warm]
 
 Run as root it re-runs itself as the test user sptest (reading this file from stdin, since the
 checkout may not be readable by sptest: which is also why the few cluster helpers here are not
@@ -237,6 +237,28 @@ def relay_rows(tmp: Path, rounds: int, node: str) -> list[tuple[str, str, str, s
     ]
 
 
+def warm_rows(tmp: Path, rounds: int) -> list[tuple[str, str, str, str]]:
+    """The warm connect against the floor alone, two by two (``--warm``), on loopback and at
+    20 ms RTT: no `ssh -J` login between them to load the machine."""
+    from slurm_proxy.login import sockets
+
+    start_relay(RELAY_DELAY)
+    rows = []
+    for login, where, goal in (("testlogin", "loopback", "≤ 1.10x"),
+                               ("testlogin-relay", "20 ms RTT", "≤ 1.05x")):
+        env = config(tmp, "adopt", "openssh", login)
+        for _ in range(3):  # the job, its node checked, the memo and its asker
+            run([*SSH, "slurm-debug", "true"], env)
+        (_, _, _, node), = squeue()
+        sock = sockets.socket_path(login, STATE)
+        floor = [*SSH, "-o", f"ProxyCommand=ssh -o ControlPath={sock} -W %h:22 {login}", node, "true"]
+        warm = [*SSH, "slurm-debug", "true"]
+        med = median_of(rounds, floor=partial(run, floor), warm=partial(run, warm, env))
+        rows.append((f"{where}: warm connect (adopt, openssh) beside the floor alone", f"{med['warm']:.3f} s",
+                     f"{med['warm'] / med['floor']:.2f}x floor ({med['floor']:.3f} s)", goal + " floor"))
+    return rows
+
+
 def logins() -> int:
     return LOGIN_LOG.read_text(errors="replace").count(f"Accepted publickey for {USER} ")
 
@@ -292,9 +314,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, no late release")
+    ap.add_argument("--warm", action="store_true", help="only the warm connect beside the floor")
     args = ap.parse_args()
     rounds = 3 if args.quick else args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="sp-bench-"))
+    if args.warm:
+        print_table(warm_rows(tmp, rounds), rounds)
+        cancel_all()
+        return
     rows: list[tuple[str, str, str, str]] = []  # (what, value, ratio, goal)
 
     startup = median_of(rounds, v=lambda: run([str(VENV / "bin" / "slurm-proxy"), "--version"]))["v"]
@@ -369,7 +396,10 @@ def main() -> None:
     rows.append(("16 concurrent cold connects", f"{wall:.2f} s",
                  f"{codes.count(0)}/16 ok, {len(squeue())} job", "16/16, 1 job"))
     cancel_all()
+    print_table(rows, rounds)
 
+
+def print_table(rows: list[tuple[str, str, str, str]], rounds: int) -> None:
     print(f"| measured ({os.cpu_count()} cores, {rounds} rounds, medians) | value | ratio | goal |")
     print("| --- | --- | --- | --- |")
     for row in rows:

@@ -35,7 +35,8 @@ NONCE = re.compile(r"slurm-proxy-[0-9a-f]{8,64}")
 def main(argv: list[str]) -> int:
     """``asker PATH SSH-ARGV…``: serve on PATH the loop that SSH-ARGV runs."""
     path, ssh = argv[0], argv[1:]
-    os.setsid()  # no terminal's ^C or hangup reaches it: it serves the connects that follow
+    with contextlib.suppress(OSError):  # already a session's leader
+        os.setsid()  # no terminal's ^C or hangup reaches it: it serves the connects that follow
     os.chdir("/")
     server = _listen(path)
     if server is None:  # another asker serves this path
