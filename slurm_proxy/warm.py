@@ -4,10 +4,12 @@ A connect through slurm-proxy's own OpenSSH master that reached its running job 
 to say leaves a *memo* for its alias (``memo``, written by ``proxy``): the queue's answer its
 decision read, the files and variables it read, until when the decision holds (before the job's
 warning and renewal are due), the ssh command line that asks the queue and the one the session
-is handed to. The next connect of that alias (``connect``) checks those, asks the queue with
-that command line, and when Slurm's answer is the memo's, the full path would decide the same:
-it execs the hop at once. Anything else (another answer, a changed file or variable, a master
-that is gone, ``-v``) takes the full path, which is given the answer: one query either way.
+is handed to. The next connect of that alias (``connect``) checks those, asks the queue (the
+master's ``asker``, else that command line over ssh), and when Slurm's answer is the memo's,
+the full path would decide the same: the session is handed over at once (to the hop started
+while the query ran, ``Hop``, or by exec). Anything else (another answer, a changed file or
+variable, a master that is gone, ``-v``) takes the full path, which is given the answer: one
+query either way.
 
 The rule this keeps: a session goes where the full path would send it with the same answer
 from Slurm. A job that ended or changed, or another job of the user's that starts on its node,
@@ -33,7 +35,8 @@ ONLY_THROUGH_MASTER = ("-o", "ControlMaster=no", "-o", "BatchMode=yes")
 CHUNK = 1 << 20  # bytes a relay passes per call at most
 ASK_TIMEOUT = 20.0  # seconds a replay waits for the asker's answer before asking over ssh
 MAX_SOCKET_PATH = 100  # bytes of a Unix socket's path that bind takes everywhere (macOS: 104)
-SIGTERM, EINVAL, F_SETPIPE_SZ = 15, 22, 1031  # POSIX's numbers: signal's and errno's modules cost imports
+# The kernel's numbers (F_SETPIPE_SZ: Linux's): the signal, errno and fcntl constants cost imports.
+SIGTERM, EINVAL, F_SETPIPE_SZ = 15, 22, 1031
 _NO_SPLICE: set[int] = set()  # stdio that os.splice cannot serve
 SSH_FAILED = 255  # ssh's exit status when it could not run the command
 TIME_LEFT_FIELD = 5  # %L's place in slurm.SQUEUE_FORMAT
