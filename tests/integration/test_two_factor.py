@@ -76,7 +76,7 @@ def test_eight_concurrent_cold_connects_prompt_once(user_tmp: Path,
                                                     codes_given: Callable[[], list[str]]) -> None:
     askpass = Askpass(user_tmp)
     results = connects_at_once(8, {**otp_config(user_tmp), **askpass.env})
-    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, results
+    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, [r for r in results if r[:2] != (0, "ok\n")]
     assert len(askpass.prompts) == 1, askpass.prompts
     assert codes_given() == ["ok"]
     assert len(jobs("slurm-proxy-debug")) == 1
@@ -139,7 +139,7 @@ def test_the_agent_asks_once_for_eight_concurrent_cold_connects(
     cluster.stop_agent()
     askpass = Askpass(user_tmp)
     results = connects_at_once(8, {**otp_config(user_tmp, "agent"), **askpass.env})
-    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, results
+    assert [r[:2] for r in results] == [(0, "ok\n")] * 8, [r for r in results if r[:2] != (0, "ok\n")]
     assert len(askpass.prompts) == 1 and codes_given() == ["ok"]
     assert len(jobs("slurm-proxy-debug")) == 1
     cluster.stop_agent()
