@@ -29,7 +29,7 @@ from . import warm
 
 IDLE = 600.0  # seconds without a query: the master's own ControlPersist
 CHECK = 5.0  # seconds between looks at the session and the socket
-NONCE = re.compile(r"slurm-proxy-[0-9a-f]{8,64}")
+NONCE = re.compile(r"slurm-proxy-[0-9a-f]{8,64}")  # warm.marker's shape
 
 
 def main(argv: list[str]) -> int:
@@ -77,7 +77,7 @@ def serve(server: socket.socket, proc: subprocess.Popen[bytes], line: str,
         with conn:
             conn.settimeout(warm.ASK_TIMEOUT)
             try:
-                nonce, _, asked = _read_all(conn).decode().partition("\n")
+                nonce, _, asked = warm.recv_all(conn).decode().partition("\n")
             except (OSError, UnicodeDecodeError):
                 continue
             if not NONCE.fullmatch(nonce):
@@ -105,13 +105,6 @@ def _answer(out: IO[bytes], nonce: str) -> bytes | None:
         if end.fullmatch(raw):
             return b"".join(lines)
     return None
-
-
-def _read_all(conn: socket.socket) -> bytes:
-    chunks = []
-    while chunk := conn.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _listen(path: str) -> socket.socket | None:

@@ -140,6 +140,11 @@ class Answer:
         self.nonce, self.returncode, self.stdout, self.stderr = nonce, returncode, stdout, stderr
 
 
+def marker() -> str:
+    """A fresh marker to frame one command's output (``login.remote``; ``asker.NONCE``)."""
+    return "slurm-proxy-" + os.urandom(9).hex()
+
+
 def connect(alias: str) -> Answer | None:
     """Hand the session over as the memo says when it holds (no return: exec the hop, or
     relay the one started early and exit with its status); else the answer of the query if one
@@ -149,7 +154,7 @@ def connect(alias: str) -> Answer | None:
         memo = _load(alias)
         if memo is None:
             return None
-        nonce = "slurm-proxy-" + os.urandom(9).hex()
+        nonce = marker()
         query, hop = memo["query"], memo["hop"]
         argv = [query[0], *ONLY_THROUGH_MASTER, *query[1:-1], f"{query[-1]} {nonce}"]
         if "-W" in hop:  # a forward runs nothing on the login node: it may start before the answer
@@ -275,25 +280,29 @@ def _ask(memo: dict[str, Any], nonce: str) -> tuple[int, str, str] | None:
         s.close()
         start_asker(memo["socket"], memo["ask"])
         return None
-    chunks = []
     try:
         s.sendall(f"{nonce}\n{memo['ask'][-1]}\n".encode())
         s.shutdown(_socket.SHUT_WR)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        out = recv_all(s).decode(errors="replace")
     except OSError:
         return None
     finally:
         s.close()
-    out = b"".join(chunks).decode(errors="replace")
     # Only a whole answer is one: nothing, or no end marker, is none (never an empty queue).
     # A query that failed is asked again over ssh, which says why (the loop keeps no stderr).
     if unframe(SSH_FAILED, out, "", nonce)[0] != 0:
         return None
     return 0, out, ""
+
+
+def recv_all(sock: Any) -> bytes:
+    """What ``sock`` (``_socket``'s or ``socket``'s) receives until its peer's end."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _load(alias: str) -> dict[str, Any] | None:

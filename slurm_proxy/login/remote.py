@@ -18,7 +18,6 @@ Sites where Slurm's commands are on ``PATH`` only in a login shell (``/etc/profi
 from __future__ import annotations
 
 import binascii
-import os
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,9 @@ NOT_FOUND = 127  # a shell's exit status for a command it cannot find
 
 PROFILE = ('for __sp_f in /etc/profile "$HOME/.profile"; do [ -r "$__sp_f" ] && . "$__sp_f"; '
            'done </dev/null >/dev/null 2>&1; ')
+
+# After a command: its status, and the end marker that ``warm.unframe`` looks for.
+END = '__sp_s=$?; echo; echo "$__sp_n $__sp_s"'
 
 Send = Callable[[str, "str | None"], Result]
 
@@ -61,7 +63,7 @@ class Shell:
         script): the same from one command to the next (``warm``'s memo keeps it)."""
         return self._sh(
             "__sp_n=$1; " + self._profile(profile) + 'echo "$__sp_n"; echo "$__sp_n" >&2; '
-            + shlex.join(argv) + '; __sp_s=$?; echo; echo "$__sp_n $__sp_s"; exit "$__sp_s"') + " sh"
+            + shlex.join(argv) + "; " + END + '; exit "$__sp_s"') + " sh"
 
     def loop(self, argv: Sequence[str]) -> str:
         """The command line that runs ``argv`` once for each marker its stdin sends, framed by
@@ -69,7 +71,7 @@ class Shell:
         login node for many queries (``asker``)."""
         return self._sh(
             self._profile(None) + 'while read -r __sp_n; do echo "$__sp_n"; ' + shlex.join(argv)
-            + ' </dev/null 2>/dev/null; __sp_s=$?; echo; echo "$__sp_n $__sp_s"; done')
+            + " </dev/null 2>/dev/null; " + END + "; done")
 
     def _profile(self, profile: bool | None) -> str:
         return PROFILE if (self.profile if profile is None else profile) else ""
@@ -106,7 +108,7 @@ class Shell:
         if given and given[0] == tuple(argv) and profile is None:
             nonce, raw = given[1].nonce, Result(given[1].returncode, given[1].stdout, given[1].stderr)
         else:
-            nonce = "slurm-proxy-" + os.urandom(9).hex()
+            nonce = warm.marker()
             raw = send(self.line(argv, nonce, profile), stdin)
         res = unframe(raw, nonce)
         if res.chatter and not self._said_chatter:
