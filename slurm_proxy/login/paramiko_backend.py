@@ -111,15 +111,14 @@ class ParamikoLogin:
             session.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise LoginError(self.destination, f"cannot run a command: {describe(e)}") from None
-        channel: Channel = session
-        return channel
+        return eof_before_close(session)
 
     def open_tcp(self, host: str, port: int, log_in: bool = True) -> Channel:
         """A channel to ``host:port`` as the login node connects to it (``log_in``: as above)."""
         transport = self._transport_for(log_in)
         log.debug(f"forward: {host}:{port} via {self.destination}")
         try:
-            channel: Channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+            channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
                                                       window_size=WINDOW, max_packet_size=PACKET,
                                                       timeout=CHANNEL_TIMEOUT)
         except paramiko.ChannelException as e:
@@ -127,7 +126,7 @@ class ParamikoLogin:
                              f"({str(e.text).lower()})") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise LoginError(self.destination, describe(e)) from None
-        return channel
+        return eof_before_close(channel)
 
     def _transport_for(self, log_in: bool) -> Any:
         """The open transport; a new login only with ``log_in`` (the agent logs in only under its
@@ -150,3 +149,29 @@ class ParamikoLogin:
             raise LoginError(self.destination, "connection lost" + (f": {describe(cause)}" if cause else ""))
         return status
 
+
+def eof_before_close(channel: Any) -> Channel:
+    """``channel``, whose ``shutdown_write`` never sends its EOF after its CLOSE.
+
+    paramiko makes the EOF under the channel's lock but sends it after letting go, so a CLOSE
+    sent in between (``close``, or its transport thread answering the server's CLOSE when the
+    command has ended) can go first. OpenSSH then drops the whole login, every channel on it
+    ("ieof packet referred to nonexistent channel": paramiko issue 1115, seen with eight connects
+    at once through the agent). Here the EOF goes out under that lock, which any CLOSE needs,
+    and never while a key exchange holds messages back (no lock is held while it waits)."""
+    def shutdown_write() -> None:
+        transport = channel.transport
+        while True:
+            with channel.lock:
+                if channel.closed or channel.eof_sent or not transport.is_active():
+                    return
+                with transport.clear_to_send_lock:  # a key exchange starts only without it
+                    if transport.clear_to_send.is_set():
+                        transport._send_message(channel._send_eof())
+                        return
+            transport.clear_to_send.wait(0.1)
+
+    if isinstance(channel, paramiko.Channel):  # not a stand-in
+        channel.shutdown_write = shutdown_write
+    ordered: Channel = channel
+    return ordered
