@@ -119,8 +119,8 @@ class ParamikoLogin:
         log.debug(f"forward: {host}:{port} via {self.destination}")
         try:
             channel = transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
-                                                      window_size=WINDOW, max_packet_size=PACKET,
-                                                      timeout=CHANNEL_TIMEOUT)
+                                             window_size=WINDOW, max_packet_size=PACKET,
+                                             timeout=CHANNEL_TIMEOUT)
         except paramiko.ChannelException as e:
             raise LoginError(self.destination, f"the login node cannot connect to {host}:{port} "
                              f"({str(e.text).lower()})") from None
